@@ -1,0 +1,36 @@
+# The README's commands. `make train` and `make test` create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Extra Hydra overrides for `make train`, e.g. make train ARGS="model=vit trainer.max_epochs=5"
+ARGS ?=
+# Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow'"
+PYTEST_ARGS ?=
+
+.PHONY: install train test lint format bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade-strategy only-if-needed -e '.[dev]'
+	touch $@
+
+train: install
+	$(PY) train.py $(ARGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) bench/overhead.py
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,66 @@
+"""Shared base of every litcompress data module."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+
+class ClassificationData(L.LightningDataModule):
+    """An image-classification data module that also describes its images to the model.
+
+    Subclasses set ``num_classes``, ``in_channels`` and ``image_size`` in ``__init__`` (cheaply, without
+    loading the data) and implement :meth:`build_datasets`. ``setup`` builds the three splits once.
+
+    Args:
+        batch_size: images per batch, for every split.
+        num_workers: DataLoader worker processes (0 loads in the main process: best for in-memory data).
+        pin_memory: pin host memory for faster copies to a GPU.
+    """
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+    def __init__(
+        self, batch_size: int = 128, num_workers: int = 0, pin_memory: bool = False
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one image as the model receives it."""
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def build_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
+        """Return the ``(train, val, test)`` datasets of ``(image_tensor, label)`` pairs."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = self.build_datasets()
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

@@ -1,0 +1,194 @@
+"""The one LightningModule of litcompress: an image classifier that compression callbacks can reshape."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+# The checkpoint key under which litcompress records what it needs to rebuild the network.
+CHECKPOINT_KEY = "litcompress"
+
+
+class LossTerm(Protocol):
+    """An extra training-loss term: ``term(inputs, logits, targets) -> scalar tensor``."""
+
+    def __call__(self, inputs: Tensor, logits: Tensor, targets: Tensor) -> Tensor: ...
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains ``net`` with cross-entropy and reports accuracy.
+
+    Compression callbacks use two documented entry points:
+
+    * :meth:`replace_network` (or an in-place reshape of ``self.net`` followed by
+      :meth:`rebuild_optimizers`) swaps the network at any point, also mid-training and under DDP;
+      optimizers and schedulers are rebuilt over the new parameters and keep their position.
+    * :attr:`loss_terms` (name -> :class:`LossTerm`) adds terms to the training loss, each logged as
+      ``train/<name>``; :attr:`ce_weight` scales the cross-entropy term (e.g. ``1 - alpha`` for
+      distillation).
+
+    Args:
+        net: the network, mapping images to logits.
+        optimizer: a partial optimizer, completed with the parameter groups.
+        scheduler: ``None``, or a mapping with ``scheduler`` (a partial scheduler, completed with the
+            optimizer and, if it takes one, ``total_steps``) and ``interval`` (``"step"`` or ``"epoch"``).
+        num_classes: number of classes (for the accuracy metrics).
+        label_smoothing: cross-entropy label smoothing.
+        no_decay_norm_and_bias: exclude biases and normalisation weights (all 1-d parameters) from
+            weight decay.
+        model_config: the network's config, recorded in checkpoints so that they reload without
+            unpickling anything (:func:`litcompress.checkpoint.load_network`).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Mapping[str, Any] | None = None,
+        num_classes: int = 10,
+        label_smoothing: float = 0.0,
+        no_decay_norm_and_bias: bool = False,
+        model_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_config = dict(scheduler) if scheduler else None
+        self.num_classes = num_classes
+        self.no_decay_norm_and_bias = no_decay_norm_and_bias
+        self.model_config = dict(model_config) if model_config else None
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+        self.loss_terms: dict[str, LossTerm] = {}
+        self.ce_weight = 1.0
+        # Prefix of the test metrics: "test", or e.g. "before" when evaluating the network as it enters.
+        self.test_prefix = "test"
+        # Extra entries recorded in every checkpoint under CHECKPOINT_KEY (e.g. a pruned architecture).
+        self.checkpoint_extras: dict[str, Any] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    # -- training loop --------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self.net(x)
+        ce = self.criterion(logits, y)
+        loss = ce * self.ce_weight if self.ce_weight != 1.0 else ce
+        if self.loss_terms:
+            self.log("train/ce_loss", ce, on_step=False, on_epoch=True)
+            for name, term in self.loss_terms.items():
+                value = term(x, logits, y)
+                self.log(f"train/{name}", value, on_step=False, on_epoch=True)
+                loss = loss + value
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_start(self) -> None:
+        # Sanity-check batches must not count towards the best validation accuracy.
+        self.val_acc_best.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self.val_acc(logits, y)
+        self.log("val/loss", self.criterion(logits, y), on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self.test_acc(logits, y)
+        self.log(f"{self.test_prefix}/loss", self.criterion(logits, y), on_epoch=True)
+        self.log(f"{self.test_prefix}/acc", self.test_acc, on_epoch=True)
+
+    # -- optimizers -------------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters, split into decayed and non-decayed groups if configured."""
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if not self.no_decay_norm_and_bias:
+            return [{"params": params}]
+        return [
+            {"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if not self.scheduler_config:
+            return optimizer
+        make_scheduler = self.scheduler_config["scheduler"]
+        kwargs = {}
+        if _accepts(make_scheduler, "total_steps"):
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": make_scheduler(optimizer, **kwargs),
+                "interval": self.scheduler_config.get("interval", "epoch"),
+            },
+        }
+
+    def replace_network(self, net: nn.Module) -> None:
+        """Swap in a new network and rebuild optimizers and schedulers over its parameters."""
+        self.net = net.to(self.device)
+        self.rebuild_optimizers()
+
+    def rebuild_optimizers(self) -> None:
+        """Rebuild optimizers and schedulers after the network's parameters were replaced or reshaped.
+
+        Before fitting starts (e.g. in ``Callback.setup``) there is nothing to do: Lightning calls
+        :meth:`configure_optimizers` later. Mid-training the old optimizers hold stale tensors, so new
+        ones are built; learning rates and scheduler positions carry over, per-parameter state (e.g.
+        momentum) starts afresh. Under DDP the model is wrapped again so gradients reach the new
+        parameters.
+        """
+        trainer = self._trainer
+        if trainer is None or not trainer.optimizers:
+            return
+        old_optimizers = trainer.optimizers
+        old_schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+        strategy = trainer.strategy
+        if strategy.model is not self and hasattr(strategy, "configure_ddp"):
+            strategy.model = self
+            strategy.configure_ddp()
+        strategy.setup_optimizers(trainer)
+        for new, old in zip(trainer.optimizers, old_optimizers, strict=True):
+            for new_group, old_group in zip(new.param_groups, old.param_groups, strict=True):
+                new_group.update({k: v for k, v in old_group.items() if k != "params"})
+        for config, old in zip(trainer.lr_scheduler_configs, old_schedulers, strict=True):
+            config.scheduler.load_state_dict(old.state_dict())
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "model_config": self.model_config,
+            "num_classes": self.num_classes,
+            **self.checkpoint_extras,
+        }
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """True if ``fn`` takes keyword ``name`` that is not already bound (works on partials)."""
+    if name in getattr(fn, "keywords", {}):
+        return False
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,200 @@
+"""The run report: what a run gained and what it cost, measured on the networks themselves.
+
+``report.json`` in the run folder holds two entries, ``before`` (the network as it enters the run)
+and ``after`` (the final network), each a :class:`ModelStats`, plus ``speedup_b32`` and the
+measurement settings. Compression callbacks extend an entry by adding keys to it.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.utils.benchmark as benchmark
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+REPORT_VERSION = 1
+
+
+@dataclass
+class ModelStats:
+    """Size and speed of one network.
+
+    Attributes:
+        test_acc: accuracy on the test split, or ``None`` when the network was not evaluated.
+        params: number of parameters.
+        macs: multiply-accumulates of one forward pass of one image.
+        file_bytes: size of the saved weights (``torch.save`` of the state dict).
+        latency_ms_b1: median CPU latency of a forward pass at batch 1, in milliseconds.
+        latency_ms_b32: the same at batch 32.
+        extra: technique-specific entries (e.g. compiled latency of an int8 model).
+    """
+
+    test_acc: float | None
+    params: int
+    macs: int
+    file_bytes: int
+    latency_ms_b1: float
+    latency_ms_b32: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(data.pop("extra"))
+        return data
+
+
+def count_params(net: nn.Module) -> int:
+    """Number of parameters of ``net`` (trainable or not)."""
+    return sum(p.numel() for p in net.parameters())
+
+
+def count_macs(net: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass of one image, counted by torch's FLOP counter."""
+    net = net.eval()
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        net(torch.zeros(1, *input_shape))
+    return counter.get_total_flops() // 2
+
+
+def state_dict_bytes(net: nn.Module) -> int:
+    """Size in bytes of ``torch.save(net.state_dict())``."""
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def measure_latency_ms(
+    net: nn.Module, input_shape: tuple[int, ...], batch_size: int, min_run_time_s: float = 1.0
+) -> float:
+    """Median CPU latency of one forward pass, in ms, with ``torch.get_num_threads()`` threads.
+
+    ``torch.utils.benchmark`` warms up first, then times blocks of runs for ``min_run_time_s``.
+    """
+    x = torch.randn(batch_size, *input_shape)
+    timer = benchmark.Timer(
+        "net(x)", globals={"net": net, "x": x}, num_threads=torch.get_num_threads()
+    )
+    with torch.inference_mode():
+        return timer.blocked_autorange(min_run_time=min_run_time_s).median * 1e3
+
+
+def measure(
+    net: nn.Module,
+    input_shape: tuple[int, ...],
+    test_acc: float | None = None,
+    min_run_time_s: float = 1.0,
+) -> ModelStats:
+    """Measure ``net`` on the CPU (on a copy: the training copy keeps its device and mode).
+
+    Args:
+        net: the network to measure.
+        input_shape: ``(channels, height, width)`` of one input image.
+        test_acc: its test accuracy, if it was evaluated.
+        min_run_time_s: timing budget per batch size.
+    """
+    net = copy.deepcopy(net).cpu().eval()
+    return ModelStats(
+        test_acc=test_acc,
+        params=count_params(net),
+        macs=count_macs(net, input_shape),
+        file_bytes=state_dict_bytes(net),
+        latency_ms_b1=measure_latency_ms(net, input_shape, 1, min_run_time_s),
+        latency_ms_b32=measure_latency_ms(net, input_shape, 32, min_run_time_s),
+    )
+
+
+def build_report(
+    before: ModelStats, after: ModelStats, input_shape: tuple[int, ...], **info: Any
+) -> dict[str, Any]:
+    """Assemble the ``report.json`` document; ``info`` adds top-level entries (e.g. the run's choices)."""
+    return {
+        "version": REPORT_VERSION,
+        "before": before.to_dict(),
+        "after": after.to_dict(),
+        "speedup_b32": before.latency_ms_b32 / after.latency_ms_b32,
+        "speedup_b1": before.latency_ms_b1 / after.latency_ms_b1,
+        "measured_on": {
+            "device": "cpu",
+            "threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "input_shape": list(input_shape),
+        },
+        **info,
+    }
+
+
+def write_json_atomic(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``data`` as JSON so that ``path`` is either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
+        json.dump(data, f, indent=2)
+        tmp = f.name
+    os.replace(tmp, path)
+
+
+ROWS = [
+    ("test_acc", "test accuracy", "{:.4f}"),
+    ("params", "parameters", "{:,}"),
+    ("macs", "MACs", "{:,}"),
+    ("file_bytes", "file size (bytes)", "{:,}"),
+    ("latency_ms_b1", "CPU latency b1 (ms)", "{:.3f}"),
+    ("latency_ms_b32", "CPU latency b32 (ms)", "{:.3f}"),
+]
+
+
+def report_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """``(metric, before, after, after/before)`` rows of the report, formatted for people."""
+    rows = []
+    for key, label, fmt in ROWS:
+        before, after = report["before"].get(key), report["after"].get(key)
+        ratio = f"{after / before:.3f}x" if before and after is not None else ""
+        rows.append(
+            (
+                label,
+                "n/a" if before is None else fmt.format(before),
+                "n/a" if after is None else fmt.format(after),
+                ratio,
+            )
+        )
+    return rows
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown table (the TensorBoard text summary)."""
+    lines = ["| metric | before | after | after/before |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in report_rows(report)]
+    lines.append(
+        f"\nspeed-up at batch 32: **{report['speedup_b32']:.2f}x**, at batch 1: "
+        f"{report['speedup_b1']:.2f}x (CPU, {report['measured_on']['threads']} threads)"
+    )
+    return "\n".join(lines)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """Show the report as a table on the console."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="litcompress report")
+    for column in ("metric", "before", "after", "after/before"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in report_rows(report):
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"speed-up at batch 32: {report['speedup_b32']:.2f}x, at batch 1: "
+        f"{report['speedup_b1']:.2f}x (CPU, {report['measured_on']['threads']} threads)"
+    )

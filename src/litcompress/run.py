@@ -1,0 +1,227 @@
+"""One run: build everything from the composed config, fit, test, measure and report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from litcompress.checkpoint import build_network, read_checkpoint, require_file
+from litcompress.data.base import ClassificationData
+from litcompress.errors import ConfigError
+from litcompress.module import CHECKPOINT_KEY, ClassifierModule
+from litcompress.report import (
+    ModelStats,
+    build_report,
+    measure,
+    print_report,
+    report_markdown,
+    write_json_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+
+def build(config: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a ConfigError from the target surface unwrapped."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise
+
+
+def model_config(cfg: DictConfig, data: ClassificationData) -> dict[str, Any]:
+    """The network's full config: the ``model`` group completed with what the data supplies."""
+    config = OmegaConf.to_container(cfg.model, resolve=True)
+    config.pop("_partial_", None)
+    config.update(
+        num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size
+    )
+    return config
+
+
+def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
+    """The classifier, with a fresh network or the one of ``init_from``."""
+    if cfg.init_from:
+        checkpoint = read_checkpoint(cfg.init_from, "init_from")
+        net_config = checkpoint[CHECKPOINT_KEY]["model_config"]
+        trained_classes = net_config["num_classes"]
+        if trained_classes != data.num_classes:
+            raise ConfigError(
+                f"init_from={cfg.init_from} holds a network for {trained_classes} classes, but the "
+                f"data ({cfg.data._target_}) has {data.num_classes}. Train on the same data, or "
+                f"start from scratch (init_from=null)."
+            )
+        if net_config.get("in_channels") != data.in_channels:
+            raise ConfigError(
+                f"init_from={cfg.init_from} expects {net_config.get('in_channels')}-channel images, "
+                f"but the data has {data.in_channels} channels."
+            )
+        net = build_network(checkpoint)
+        log.info("Starting from the weights of %s (%s)", cfg.init_from, net_config["_target_"])
+    else:
+        net_config = model_config(cfg, data)
+        net = build(net_config)
+    return ClassifierModule(
+        net,
+        optimizer=instantiate(cfg.optim),
+        scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.scheduler else None,
+        num_classes=data.num_classes,
+        model_config=net_config,
+        **cfg.module,
+    )
+
+
+def build_compression(cfg: DictConfig) -> list[Callback]:
+    """The compression callbacks of ``compress=[...]``, ordered by their techniques' ``order``."""
+    callbacks = [build(c) for c in (cfg.get("compress") or {}).values()]
+    return sorted(callbacks, key=lambda c: getattr(c, "order", 0))
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if not has_logger:
+        # LearningRateMonitor refuses to run without a logger; there is nothing to monitor into.
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
+
+
+class ReportCallback(Callback):
+    """Keeps the ``before`` measurement in checkpoints, so that a resumed run reports the same."""
+
+    def __init__(self) -> None:
+        self.before: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"before": self.before}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = state_dict["before"]
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Checks that need no data or model, done before anything is built."""
+    if cfg.ckpt_path:
+        require_file(cfg.ckpt_path, "ckpt_path")
+    if cfg.init_from:
+        require_file(cfg.init_from, "init_from")
+    if cfg.ckpt_path and cfg.init_from:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} (resume) and init_from={cfg.init_from} (new run from "
+            f"trained weights) exclude each other: set only one."
+        )
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+        return "best"
+    return None
+
+
+def metric(trainer: L.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train, test and report as ``cfg`` says; returns ``cfg.optimized_metric`` (for sweepers)."""
+    check_inputs(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    data: ClassificationData = build(cfg.data)
+    if rank_zero_only.rank == 0:
+        # Find missing files or failed downloads now, not after the first measurements.
+        data.prepare_data()
+    module = build_module(cfg, data)
+    output_dir = Path(cfg.paths.output_dir)
+
+    loggers: list[Logger] = [build(c) for c in (cfg.get("logger") or {}).values() if c]
+    report_callback = ReportCallback()
+    callbacks = [report_callback, *build_callbacks(cfg, bool(loggers)), *build_compression(cfg)]
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    measure_kwargs = {"input_shape": data.input_shape, "min_run_time_s": cfg.report.min_run_time_s}
+    if not cfg.ckpt_path:  # a resumed run gets its `before` back from the checkpoint
+        before_acc = None
+        if cfg.init_from and cfg.test:
+            module.test_prefix = "before"
+            trainer.test(module, datamodule=data, verbose=False)
+            module.test_prefix = "test"
+            before_acc = metric(trainer, "before/acc")
+        # DDP children are started by fit: before it, only the env-derived rank tells them apart.
+        if rank_zero_only.rank == 0 and cfg.report.enabled:
+            log.info("Measuring the network as it enters the run")
+            before = measure(module.net, test_acc=before_acc, **measure_kwargs)
+            report_callback.before = before.to_dict()
+
+    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path, weights_only=True)
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+    test_acc = None
+    if cfg.test:
+        trainer.test(module, datamodule=data, ckpt_path=best_checkpoint(trainer), weights_only=True)
+        test_acc = metric(trainer, "test/acc")
+
+    if trainer.is_global_zero and cfg.report.enabled and report_callback.before is not None:
+        log.info("Measuring the final network")
+        after = measure(module.net, test_acc=test_acc, **measure_kwargs)
+        report = build_report(
+            ModelStats(**report_callback.before),
+            after,
+            data.input_shape,
+            model=module.model_config["_target_"],
+            compress=sorted((cfg.get("compress") or {}).keys()),
+            epochs=trainer.current_epoch,
+        )
+        write_json_atomic(report, output_dir / "report.json")
+        print_report(report)
+        log_report(trainer, cfg, report)
+
+    metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
+    if cfg.optimized_metric:
+        if cfg.optimized_metric not in metrics:
+            raise ConfigError(
+                f"optimized_metric={cfg.optimized_metric} was not logged; logged metrics: "
+                f"{', '.join(sorted(metrics))}."
+            )
+        return metrics[cfg.optimized_metric]
+    return None
+
+
+def log_report(trainer: L.Trainer, cfg: DictConfig, report: dict[str, Any]) -> None:
+    """Report to TensorBoard: the HParams tab (config + final figures) and a text summary."""
+    figures = {
+        f"report/{stage}_{key}": value
+        for stage in ("before", "after")
+        for key, value in report[stage].items()
+        if isinstance(value, int | float) and value is not None
+    }
+    figures["report/speedup_b32"] = report["speedup_b32"]
+    params = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=figures)
+            logger.experiment.add_text("report", report_markdown(report), trainer.global_step)
+            logger.experiment.flush()
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Entry point for ``train.py``: runs and turns a ConfigError into one clear paragraph."""
+    torch.set_float32_matmul_precision("high")
+    try:
+        return run(cfg)
+    except ConfigError as error:
+        log.error("Configuration error: %s", error)
+        raise SystemExit(2) from None

@@ -1,0 +1,15 @@
+"""Train, compress, test and report an image classifier: `python train.py --help` lists the options."""
+
+import hydra
+from omegaconf import DictConfig
+
+from litcompress.run import main as run_main
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return run_main(cfg)
+
+
+if __name__ == "__main__":
+    main()
