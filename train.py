@@ -1,4 +1,4 @@
-"""Train, compress, test and report an image classifier: `python train.py --help` lists the options."""
+"""Train, compress, test and report an image classifier: `python train.py --help` for options."""
 
 import hydra
 from omegaconf import DictConfig

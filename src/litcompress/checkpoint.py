@@ -19,8 +19,8 @@ def require_file(path: str | os.PathLike[str], option: str) -> Path:
     resolved = Path(path).expanduser().resolve()
     if not resolved.is_file():
         raise ConfigError(
-            f"{option}={path} does not exist (looked for {resolved}). Point {option} at a checkpoint "
-            f"written by litcompress, e.g. outputs/runs/<run>/checkpoints/last.ckpt, or drop it."
+            f"{option}={path} does not exist (looked for {resolved}). Point {option} at a "
+            f"checkpoint written by litcompress, e.g. outputs/runs/<run>/checkpoints/last.ckpt."
         )
     return resolved
 
@@ -41,7 +41,7 @@ def read_checkpoint(path: str | os.PathLike[str], option: str = "checkpoint") ->
         ) from error
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise ConfigError(
-            f"{option}={path} is not a litcompress checkpoint (it has no '{CHECKPOINT_KEY}' entry). "
+            f"{option}={path} is not a litcompress checkpoint (no '{CHECKPOINT_KEY}' entry). "
             f"Use a .ckpt file from outputs/runs/<run>/checkpoints/."
         )
     return checkpoint

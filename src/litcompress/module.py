@@ -1,4 +1,4 @@
-"""The one LightningModule of litcompress: an image classifier that compression callbacks can reshape."""
+"""The LightningModule of litcompress: an image classifier that compression callbacks reshape."""
 
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ class ClassifierModule(L.LightningModule):
     Args:
         net: the network, mapping images to logits.
         optimizer: a partial optimizer, completed with the parameter groups.
-        scheduler: ``None``, or a mapping with ``scheduler`` (a partial scheduler, completed with the
-            optimizer and, if it takes one, ``total_steps``) and ``interval`` (``"step"`` or ``"epoch"``).
+        scheduler: ``None``, or a mapping with ``scheduler`` (a partial scheduler, completed with
+            the optimizer and, if it takes one, ``total_steps``) and ``interval`` (``"step"`` or
+            ``"epoch"``).
         num_classes: number of classes (for the accuracy metrics).
         label_smoothing: cross-entropy label smoothing.
         no_decay_norm_and_bias: exclude biases and normalisation weights (all 1-d parameters) from
@@ -71,9 +72,9 @@ class ClassifierModule(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.loss_terms: dict[str, LossTerm] = {}
         self.ce_weight = 1.0
-        # Prefix of the test metrics: "test", or e.g. "before" when evaluating the network as it enters.
+        # Prefix of test metrics: "test", or "before" when evaluating the network as it enters.
         self.test_prefix = "test"
-        # Extra entries recorded in every checkpoint under CHECKPOINT_KEY (e.g. a pruned architecture).
+        # Extra entries recorded in checkpoints under CHECKPOINT_KEY (e.g. a pruned architecture).
         self.checkpoint_extras: dict[str, Any] = {}
 
     def forward(self, x: Tensor) -> Tensor:
@@ -151,13 +152,13 @@ class ClassifierModule(L.LightningModule):
         self.rebuild_optimizers()
 
     def rebuild_optimizers(self) -> None:
-        """Rebuild optimizers and schedulers after the network's parameters were replaced or reshaped.
+        """Rebuild optimizers and schedulers after the network's parameters were replaced.
 
         Before fitting starts (e.g. in ``Callback.setup``) there is nothing to do: Lightning calls
-        :meth:`configure_optimizers` later. Mid-training the old optimizers hold stale tensors, so new
-        ones are built; learning rates and scheduler positions carry over, per-parameter state (e.g.
-        momentum) starts afresh. Under DDP the model is wrapped again so gradients reach the new
-        parameters.
+        :meth:`configure_optimizers` later. Mid-training the old optimizers hold stale tensors, so
+        new ones are built; learning rates and scheduler positions carry over, per-parameter state
+        (e.g. momentum) starts afresh. Under DDP the model is wrapped again so that gradients reach
+        the new parameters.
         """
         trainer = self._trainer
         if trainer is None or not trainer.optimizers:

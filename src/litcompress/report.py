@@ -116,7 +116,7 @@ def measure(
 def build_report(
     before: ModelStats, after: ModelStats, input_shape: tuple[int, ...], **info: Any
 ) -> dict[str, Any]:
-    """Assemble the ``report.json`` document; ``info`` adds top-level entries (e.g. the run's choices)."""
+    """Assemble the ``report.json`` document; ``info`` adds top-level entries."""
     return {
         "version": REPORT_VERSION,
         "before": before.to_dict(),

@@ -66,8 +66,8 @@ def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
             )
         if net_config.get("in_channels") != data.in_channels:
             raise ConfigError(
-                f"init_from={cfg.init_from} expects {net_config.get('in_channels')}-channel images, "
-                f"but the data has {data.in_channels} channels."
+                f"init_from={cfg.init_from} expects {net_config.get('in_channels')}-channel "
+                f"images, but the data has {data.in_channels} channels."
             )
         net = build_network(checkpoint)
         log.info("Starting from the weights of %s (%s)", cfg.init_from, net_config["_target_"])

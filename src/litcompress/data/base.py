@@ -9,12 +9,13 @@ from torch.utils.data import DataLoader, Dataset
 class ClassificationData(L.LightningDataModule):
     """An image-classification data module that also describes its images to the model.
 
-    Subclasses set ``num_classes``, ``in_channels`` and ``image_size`` in ``__init__`` (cheaply, without
-    loading the data) and implement :meth:`build_datasets`. ``setup`` builds the three splits once.
+    Subclasses set ``num_classes``, ``in_channels`` and ``image_size`` in ``__init__`` (cheaply,
+    without loading the data) and implement :meth:`build_datasets`; ``setup`` builds them once.
 
     Args:
         batch_size: images per batch, for every split.
-        num_workers: DataLoader worker processes (0 loads in the main process: best for in-memory data).
+        num_workers: DataLoader worker processes (0: load in the main process, best for
+            in-memory data).
         pin_memory: pin host memory for faster copies to a GPU.
     """
 
