@@ -1,0 +1,93 @@
+"""The real entry point in a subprocess: sweeps, DDP and the messages users see."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST, ROOT
+
+QUICK = [*FAST, "model=cnn", "model.width=8", "trainer.max_epochs=1"]
+
+
+def train_py(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_multirun_sweep_gives_each_job_its_folder_tensorboard_and_report(tmp_path):
+    result = train_py("-m", "optim=sgd,adam", *QUICK, f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    optimizers = set()
+    for job in jobs:
+        report = json.loads((job / "report.json").read_text())
+        assert report["after"]["test_acc"] is not None
+        assert list((job / "tensorboard").glob("events.out.tfevents.*"))
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        optimizers.add((job / ".hydra" / "overrides.yaml").read_text().count("optim=sgd"))
+    assert optimizers == {0, 1}
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_one_report(tmp_path):
+    result = train_py(
+        *[arg for arg in QUICK if arg != "trainer=debug"],
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["after"]["test_acc"] is not None
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # One TensorBoard run, written by rank 0 alone: event files are named *.<host>.<pid>.<n>.
+    events = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert {p.parent.name for p in events} == {"tensorboard"}
+    assert len({p.name.split(".")[-2] for p in events}) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model=resnt"], "Could not find 'model/resnt'"),
+        (["data=cifar11"], "Could not find 'data/cifar11'"),
+        (["init_from=nowhere.ckpt"], "init_from=nowhere.ckpt does not exist"),
+        (["model=torchvision", "model.name=resnet19"], "Did you mean resnet18"),
+    ],
+)
+def test_bad_input_is_one_clear_message_before_work_starts(tmp_path, args, message):
+    result = train_py(*args, *FAST, f"hydra.run.dir={tmp_path}", timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert message in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_main_job_help_lists_the_config_groups():
+    result = train_py("--help", timeout=120)
+    assert result.returncode == 0
+    for group in ("data:", "model:", "optim:", "scheduler:", "compress:", "trainer:"):
+        assert group in result.stdout

@@ -1,0 +1,122 @@
+"""Every YAML of every config group composes and builds a real object."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from litcompress.data import ClassificationData
+from litcompress.run import build, build_callbacks, build_compression
+from tests.conftest import CONF_DIR, compose_config
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_every_group_has_its_options():
+    assert options("data") == [
+        "cifar10",
+        "cifar100",
+        "digits",
+        "fashion_mnist",
+        "imagefolder",
+        "mnist",
+        "shapes",
+    ]
+    assert options("model") == ["cnn", "mobilenet", "resnet", "torchvision", "vit"]
+    assert options("optim") == ["adam", "adamw", "sgd"]
+    assert options("scheduler") == ["cosine", "multistep", "none", "onecycle"]
+    assert options("trainer") == ["cpu", "ddp", "debug", "default", "gpu"]
+    assert options("logger") == ["csv", "none", "tensorboard"]
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    for label in ("cat", "dog"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (10, 10), (i * 80, 0, 0)).save(
+                tmp_path / "images" / label / f"{i}.png"
+            )
+    return tmp_path / "images"
+
+
+@pytest.mark.parametrize("name", options("data"))
+def test_data_options_build_data_modules(name, tmp_path, image_folder):
+    overrides = [f"data={name}"]
+    if name == "imagefolder":
+        overrides.append(f"data.data_dir={image_folder}")
+    elif name not in ("digits", "shapes"):
+        overrides.append(f"data.data_dir={tmp_path}")  # building must not touch the files yet
+    data = build(compose_config(overrides).data)
+    assert isinstance(data, ClassificationData)
+    assert data.num_classes >= 2 and data.in_channels in (1, 3) and data.image_size >= 8
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_model_options_build_networks(name):
+    make = build(compose_config([f"model={name}"]).model)
+    net = make(num_classes=7, in_channels=3, image_size=32)
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("optim", options("optim"))
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_optim_and_scheduler_options(optim, scheduler):
+    cfg = compose_config([f"optim={optim}", f"scheduler={scheduler}"])
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    optimizer = instantiate(cfg.optim)(params)
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr, rel=1.0)
+    if scheduler == "none":
+        assert not cfg.scheduler
+        return
+    config = instantiate(cfg.scheduler, _convert_="all")
+    make = config["scheduler"]
+    if "total_steps" not in getattr(make, "keywords", {}) and scheduler != "multistep":
+        make = functools.partial(make, total_steps=100)
+    assert isinstance(make(optimizer), torch.optim.lr_scheduler.LRScheduler)
+    assert config["interval"] in ("step", "epoch")
+
+
+@pytest.mark.parametrize("name", options("trainer"))
+def test_trainer_options_build_trainers(name, tmp_path):
+    cfg = compose_config([f"trainer={name}"], output_dir=tmp_path)
+    if name == "gpu" and not torch.cuda.is_available():
+        pytest.skip("no GPU here; the gpu option needs one")
+    trainer = build(cfg.trainer, logger=False)
+    assert isinstance(trainer, L.Trainer)
+    if name == "ddp":
+        assert type(trainer.strategy).__name__ == "DDPStrategy"
+
+
+@pytest.mark.parametrize("name", options("logger"))
+def test_logger_options(name, tmp_path):
+    cfg = compose_config([f"logger={name}"], output_dir=tmp_path)
+    loggers = [build(c) for c in (cfg.logger or {}).values()]
+    assert len(loggers) == (0 if name == "none" else 1)
+    callbacks = build_callbacks(compose_config([], output_dir=tmp_path), has_logger=bool(loggers))
+    names = {type(c).__name__ for c in callbacks}
+    assert {"ModelCheckpoint", "RichProgressBar", "RichModelSummary"} <= names
+    assert ("LearningRateMonitor" in names) == bool(loggers)
+
+
+def test_compress_none_adds_no_callbacks():
+    assert build_compression(compose_config(["compress=none"])) == []
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiments_compose_and_build(name):
+    cfg = compose_config([f"experiment={name}"])
+    data = build(cfg.data)
+    net = build(cfg.model)(
+        num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size
+    )
+    assert isinstance(net, torch.nn.Module)
