@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install --upgrade-strategy only-if-needed -e '.[dev]'
+	$(PY) -m pip install -q --upgrade-strategy only-if-needed -e '.[dev]'
 	touch $@
 
 train: install

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -83,6 +82,13 @@ def test_bad_input_is_one_clear_message_before_work_starts(tmp_path, args, messa
     assert message in output
     assert "Traceback" not in output
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_ddp_inside_a_basic_multirun_is_refused_with_the_fix(tmp_path):
+    result = train_py("-m", "trainer=ddp", "seed=1,2", f"hydra.sweep.dir={tmp_path}", timeout=120)
+    assert result.returncode == 2
+    assert "hydra/launcher=submitit_local" in result.stdout + result.stderr
 
 
 @pytest.mark.slow

@@ -92,7 +92,7 @@ class ClassifierModule(L.LightningModule):
                 value = term(x, logits, y)
                 self.log(f"train/{name}", value, on_step=False, on_epoch=True)
                 loss = loss + value
-        self.train_acc(logits, y)
+        self.train_acc.update(logits, y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss

@@ -113,6 +113,15 @@ class ReportCallback(Callback):
 
 def check_inputs(cfg: DictConfig) -> None:
     """Checks that need no data or model, done before anything is built."""
+    if _in_hydra_multirun() and str(cfg.trainer.get("strategy", "")).startswith("ddp"):
+        # Lightning restarts train.py once per extra rank with the original arguments, `-m` and
+        # all, so every rank would start the whole sweep again.
+        raise ConfigError(
+            f"trainer.strategy={cfg.trainer.strategy} cannot run inside a `-m` sweep with Hydra's "
+            f"basic launcher. Run each DDP job on its own (python train.py trainer=ddp ...), or "
+            f"sweep with a launcher that starts one process per job: pip install "
+            f"hydra-submitit-launcher, then add hydra/launcher=submitit_local (or submitit_slurm)."
+        )
     if cfg.ckpt_path:
         require_file(cfg.ckpt_path, "ckpt_path")
     if cfg.init_from:
@@ -122,6 +131,17 @@ def check_inputs(cfg: DictConfig) -> None:
             f"ckpt_path={cfg.ckpt_path} (resume) and init_from={cfg.init_from} (new run from "
             f"trained weights) exclude each other: set only one."
         )
+
+
+def _in_hydra_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return False
+    hydra_cfg = HydraConfig.get()
+    basic = "BasicLauncher" in str(hydra_cfg.launcher.get("_target_", ""))
+    return hydra_cfg.mode == RunMode.MULTIRUN and basic
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
