@@ -88,8 +88,8 @@ def plain_epochs(cfg, epochs: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per round (first is warm-up)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (first is warm-up)")
+    parser.add_argument("--rounds", type=int, default=4, help="runs of each loop, alternating")
     parser.add_argument("overrides", nargs="*", help="train.py overrides")
     args = parser.parse_args()
     overrides = ["data=shapes", "data.num_train=2560", "model=resnet", *args.overrides]
@@ -102,16 +102,19 @@ def main() -> None:
         data.setup("fit")
         num_images = len(data.train_set)
         plain, lightning = [], []
-        for _ in range(args.rounds):
-            # The first epoch of each run warms up allocators and caches: drop it.
-            plain += plain_epochs(cfg, args.epochs)[1:]
-            lightning += lightning_epochs(cfg, args.epochs)[1:]
+        for round_ in range(args.rounds):
+            # Alternate which loop goes first; drop each run's first epoch (warm-up).
+            order = [(plain, plain_epochs), (lightning, lightning_epochs)]
+            for times, loop in order if round_ % 2 == 0 else order[::-1]:
+                times += loop(cfg, args.epochs)[1:]
 
     plain_ips = num_images / statistics.median(plain)
     lightning_ips = num_images / statistics.median(lightning)
     print(f"config: {' '.join(overrides)} | threads: {torch.get_num_threads()}")
-    print(f"plain PyTorch loop : {plain_ips:8.1f} images/s  (epochs: {len(plain)})")
-    print(f"litcompress loop   : {lightning_ips:8.1f} images/s  (epochs: {len(lightning)})")
+    spread = " ".join(f"{num_images / t:.0f}" for t in plain)
+    print(f"plain PyTorch loop : {plain_ips:8.1f} images/s  (median; epochs: {spread})")
+    spread = " ".join(f"{num_images / t:.0f}" for t in lightning)
+    print(f"litcompress loop   : {lightning_ips:8.1f} images/s  (median; epochs: {spread})")
     print(f"ratio              : {lightning_ips / plain_ips:.3f}  (target >= 0.95)")
 
 

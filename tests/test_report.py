@@ -32,6 +32,7 @@ def test_params_and_macs_of_a_hand_counted_network():
     net = tiny_net()
     assert count_params(net) == 4 * 9 + 4 * 10 + 10
     assert count_macs(net, (1, 8, 8)) == 4 * 9 * 64 + 40
+    assert net.training  # counting does not leave the network in eval mode
 
 
 def test_macs_of_cifar_resnet20_match_the_published_figure():

@@ -56,10 +56,47 @@ def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
+# Checkpoint entries that describe the network's shape rather than its weights.
+ARCHITECTURE_KEYS = ("pruning_history",)
+
+
+def architecture(meta: dict[str, Any]) -> dict[str, Any]:
+    """The architecture entries of a checkpoint's litcompress record."""
+    return {key: meta[key] for key in ARCHITECTURE_KEYS if key in meta}
+
+
+def restore_architecture(
+    net: nn.Module, current: dict[str, Any], saved: dict[str, Any], input_shape: tuple[int, ...]
+) -> None:
+    """Bring ``net`` (whose recorded state is ``current``) to the architecture ``saved`` records.
+
+    A pruned checkpoint records torch-pruning's history; the steps ``net`` has not taken yet are
+    replayed on it, and ``current`` is updated. A network pruned further than the checkpoint
+    cannot grow back: that raises ConfigError.
+    """
+    done = current.get("pruning_history", [])
+    wanted = saved.get("pruning_history", [])
+    if wanted == done:
+        return
+    if wanted[: len(done)] != done:
+        raise ConfigError(
+            "The checkpoint was pruned differently from the network it is loaded into (its "
+            f"pruning history has {len(wanted)} entries, the network's {len(done)}). Load it "
+            "into a fresh network: litcompress.checkpoint.load_network(path)."
+        )
+    from litcompress.compress.prune import replay_pruning_history
+
+    replay_pruning_history(net, wanted[len(done) :], input_shape)
+    current["pruning_history"] = list(wanted)
+
+
 def build_network(checkpoint: dict[str, Any]) -> nn.Module:
-    """Rebuild the network recorded in ``checkpoint`` and load its weights (exact)."""
+    """Rebuild the network recorded in ``checkpoint`` (pruned as it was) and load its weights."""
     meta = checkpoint[CHECKPOINT_KEY]
-    net = instantiate(meta["model_config"], _convert_="all")
+    config = meta["model_config"]
+    net = instantiate(config, _convert_="all")
+    input_shape = (config["in_channels"], config["image_size"], config["image_size"])
+    restore_architecture(net, {}, meta, input_shape)
     net.load_state_dict(network_state_dict(checkpoint))
     return net
 

@@ -46,6 +46,8 @@ class ClassifierModule(L.LightningModule):
             weight decay.
         model_config: the network's config, recorded in checkpoints so that they reload without
             unpickling anything (:func:`litcompress.checkpoint.load_network`).
+        pretrained: the network enters the run trained (``init_from``): compression may start at
+            once.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class ClassifierModule(L.LightningModule):
         label_smoothing: float = 0.0,
         no_decay_norm_and_bias: bool = False,
         model_config: Mapping[str, Any] | None = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -65,6 +68,7 @@ class ClassifierModule(L.LightningModule):
         self.num_classes = num_classes
         self.no_decay_norm_and_bias = no_decay_norm_and_bias
         self.model_config = dict(model_config) if model_config else None
+        self.pretrained = pretrained
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -79,6 +83,12 @@ class ClassifierModule(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of one input image, from the recorded network config."""
+        config = self.model_config or {}
+        return (config["in_channels"], config["image_size"], config["image_size"])
 
     # -- training loop --------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -183,6 +193,13 @@ class ClassifierModule(L.LightningModule):
             "num_classes": self.num_classes,
             **self.checkpoint_extras,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs before the weights are loaded: give the network the checkpoint's architecture.
+        from litcompress.checkpoint import restore_architecture
+
+        meta = checkpoint.get(CHECKPOINT_KEY, {})
+        restore_architecture(self.net, self.checkpoint_extras, meta, self.input_shape)
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:

@@ -59,10 +59,18 @@ def count_params(net: nn.Module) -> int:
 
 
 def count_macs(net: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass of one image, counted by torch's FLOP counter."""
-    net = net.eval()
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        net(torch.zeros(1, *input_shape))
+    """Multiply-accumulates of one forward pass of one image, counted by torch's FLOP counter.
+
+    Runs in eval mode (so BatchNorm statistics stay as they are) and restores ``net``'s mode.
+    """
+    training = net.training
+    device = next(net.parameters()).device
+    net.eval()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            net(torch.zeros(1, *input_shape, device=device))
+    finally:
+        net.train(training)
     return counter.get_total_flops() // 2
 
 

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from litcompress.checkpoint import build_network, read_checkpoint, require_file
+from litcompress.checkpoint import architecture, build_network, read_checkpoint, require_file
 from litcompress.data.base import ClassificationData
 from litcompress.errors import ConfigError
 from litcompress.module import CHECKPOINT_KEY, ClassifierModule
@@ -74,14 +74,18 @@ def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
     else:
         net_config = model_config(cfg, data)
         net = build(net_config)
-    return ClassifierModule(
+    module = ClassifierModule(
         net,
         optimizer=instantiate(cfg.optim),
         scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.scheduler else None,
         num_classes=data.num_classes,
         model_config=net_config,
+        pretrained=bool(cfg.init_from),
         **cfg.module,
     )
+    if cfg.init_from:  # the new run's checkpoints must record the (pruned) architecture too
+        module.checkpoint_extras.update(architecture(checkpoint[CHECKPOINT_KEY]))
+    return module
 
 
 def build_compression(cfg: DictConfig) -> list[Callback]:
@@ -169,7 +173,8 @@ def run(cfg: DictConfig) -> float | None:
 
     loggers: list[Logger] = [build(c) for c in (cfg.get("logger") or {}).values() if c]
     report_callback = ReportCallback()
-    callbacks = [report_callback, *build_callbacks(cfg, bool(loggers)), *build_compression(cfg)]
+    compression = build_compression(cfg)
+    callbacks = [report_callback, *build_callbacks(cfg, bool(loggers)), *compression]
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     measure_kwargs = {"input_shape": data.input_shape, "min_run_time_s": cfg.report.min_run_time_s}
@@ -204,6 +209,12 @@ def run(cfg: DictConfig) -> float | None:
             model=module.model_config["_target_"],
             compress=sorted((cfg.get("compress") or {}).keys()),
             epochs=trainer.current_epoch,
+            **{
+                k: v
+                for c in compression
+                if hasattr(c, "report_entries")
+                for k, v in c.report_entries().items()
+            },
         )
         write_json_atomic(report, output_dir / "report.json")
         print_report(report)

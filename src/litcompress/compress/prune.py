@@ -1,0 +1,453 @@
+"""Structured pruning that really removes channels, neurons and attention heads (torch-pruning).
+
+The pruned network is smaller and faster as it is: no masks. Its architecture is recorded in every
+checkpoint as torch-pruning's pruning history (module names and channel indices, plain values), so
+checkpoints reload with ``torch.load(weights_only=True)`` into a fresh network replayed to the same
+shapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import difflib
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from itertools import islice
+from typing import Any
+
+import lightning as L
+import torch
+import torch_pruning as tp
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchvision.models.vision_transformer import VisionTransformer
+
+from litcompress.errors import ConfigError
+from litcompress.models import find_classifier
+from litcompress.module import ClassifierModule
+from litcompress.report import count_macs, count_params
+
+log = logging.getLogger(__name__)
+
+History = list[list[Any]]  # [[module name, prunes out-channels?, [channel indices]], ...]
+
+IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
+    "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+    "taylor": tp.importance.GroupTaylorImportance,
+    "bn_scale": tp.importance.BNScaleImportance,
+    "lamp": tp.importance.LAMPImportance,
+    "fpgm": tp.importance.FPGMImportance,
+    "random": tp.importance.RandomImportance,
+}
+
+# Small pruning steps per schedule step when pruning towards a MACs target (`speedup`).
+_PROGRESSIVE_STEPS = 100
+
+
+def graph_options(net: nn.Module) -> dict[str, Any]:
+    """What torch-pruning needs beyond the modules: attention widths pruned head by head."""
+    heads = {m: m.num_heads for m in net.modules() if isinstance(m, nn.MultiheadAttention)}
+    # nn.MultiheadAttention keeps its head count: the embedding shrinks by the same share per head.
+    return {"out_channel_groups": heads} if heads else {}
+
+
+def after_pruning(net: nn.Module) -> None:
+    """Update attributes that mirror pruned widths but that torch-pruning does not know about."""
+    if isinstance(net, VisionTransformer):
+        net.hidden_dim = net.conv_proj.out_channels
+    for module in net.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            module.head_dim = module.embed_dim // module.num_heads
+
+
+@contextlib.contextmanager
+def _quiet_unwrapped_parameters():
+    # Bare parameters (ViT embeddings, ConvNeXt layer scales) are pruned along their last
+    # non-singleton dim, which is right for every built-in model: no need to warn each time.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        yield
+
+
+def dependency_graph(net: nn.Module, input_shape: Sequence[int]) -> tp.DependencyGraph:
+    """torch-pruning's dependency graph of ``net``; keeps ``net``'s training mode."""
+    training = net.training
+    device = next(net.parameters()).device
+    with _quiet_unwrapped_parameters():
+        graph = tp.DependencyGraph().build_dependency(
+            net, example_inputs=torch.zeros(1, *input_shape, device=device)
+        )
+    net.train(training)  # building the graph switches to eval() and never back
+    return graph
+
+
+def replay_pruning_history(net: nn.Module, history: History, input_shape: Sequence[int]) -> None:
+    """Prune a network built fresh exactly as ``history`` says (exact shapes, same channels)."""
+    if not history:
+        return
+    graph = dependency_graph(net, input_shape)
+    graph.load_pruning_history([(name, out, list(idxs)) for name, out, idxs in history])
+    after_pruning(net)
+
+
+def _normalise(history: Sequence[Sequence[Any]]) -> History:
+    return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in history]
+
+
+def _resolve_layers(net: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    modules = dict(net.named_modules())
+    layers = []
+    for name in names:
+        if name not in modules:
+            close = difflib.get_close_matches(name, [n for n in modules if n], n=5)
+            hint = f" Close names: {', '.join(close)}." if close else ""
+            raise ConfigError(
+                f"compress.prune.ignored_layers names {name!r}, which is not a module of "
+                f"{type(net).__name__}.{hint} Use module names as in net.named_modules(), "
+                f"e.g. 'layer1.0.conv1'."
+            )
+        layers.append(modules[name])
+    return layers
+
+
+class PruneCallback(Callback):
+    """Structured pruning with torch-pruning's dependency graph, one-shot or over several epochs.
+
+    Pruning steps run at the start of the scheduled epochs; a step at epoch 0 runs in ``setup``,
+    before the optimizers exist and before DDP wraps the model. After every later step the
+    optimizers and schedulers are rebuilt (and DDP re-wrapped) by
+    :meth:`ClassifierModule.rebuild_optimizers`. Under DDP rank 0 decides what to prune and the
+    other ranks replay its decision, so every rank holds the same network.
+
+    Args:
+        ratio: fraction of channels (and attention heads) removed by the end, in [0, 1).
+        speedup: instead of ``ratio``, a target MACs reduction (e.g. 2.0 = half the MACs), pruned
+            in small steps until reached.
+        importance: channel ranking: l1, l2, taylor, bn_scale, lamp, fpgm or random.
+        global_pruning: rank channels across layers instead of within each layer.
+        round_to: keep channel counts multiples of this (e.g. 8), or null.
+        max_layer_ratio: never remove more than this fraction of any one layer.
+        ignored_layers: module names kept whole (the classifier head always is).
+        iterative_steps: number of pruning steps (1 = one-shot).
+        start_epoch: epoch of the first step; null: 0 for a network that enters the run trained
+            (``init_from``), else a third of ``max_epochs`` (train, prune, then fine-tune).
+        end_epoch: epoch of the last step (default: ``start_epoch + iterative_steps - 1``).
+        sparsity_reg: > 0 trains with torch-pruning's group-norm sparsity regulariser of this
+            strength until the last step (needs ``start_epoch`` >= 1); 0 disables it.
+        taylor_batches: training batches whose gradients rank channels for ``importance=taylor``.
+    """
+
+    order = 10  # structural changes first: distillation and quantization follow the pruned net
+
+    def __init__(
+        self,
+        ratio: float = 0.5,
+        speedup: float | None = None,
+        importance: str = "l2",
+        global_pruning: bool = False,
+        round_to: int | None = None,
+        max_layer_ratio: float = 1.0,
+        ignored_layers: Sequence[str] = (),
+        iterative_steps: int = 1,
+        start_epoch: int | None = None,
+        end_epoch: int | None = None,
+        sparsity_reg: float = 0.0,
+        taylor_batches: int = 4,
+    ) -> None:
+        if not 0.0 <= ratio < 1.0:
+            raise ConfigError(
+                f"compress.prune.ratio={ratio} must be in [0, 1): the fraction of channels "
+                f"removed, e.g. 0.5."
+            )
+        if speedup is not None and speedup <= 1.0:
+            raise ConfigError(
+                f"compress.prune.speedup={speedup} must be above 1 (2.0 halves the MACs), or null "
+                f"to prune by compress.prune.ratio."
+            )
+        if importance not in IMPORTANCES:
+            raise ConfigError(
+                f"compress.prune.importance={importance!r} is unknown; choose one of "
+                f"{', '.join(IMPORTANCES)}."
+            )
+        if iterative_steps < 1:
+            raise ConfigError(f"compress.prune.iterative_steps={iterative_steps} must be >= 1.")
+        self.start_epoch = start_epoch
+        self.end_epoch = end_epoch
+        self.iterative_steps = iterative_steps
+        if start_epoch is not None:
+            self._check_epochs(start_epoch)
+        if not 0.0 < max_layer_ratio <= 1.0:
+            raise ConfigError(
+                f"compress.prune.max_layer_ratio={max_layer_ratio} must be in (0, 1]."
+            )
+        if sparsity_reg < 0 or (sparsity_reg > 0 and start_epoch is not None and start_epoch < 1):
+            raise ConfigError(
+                f"compress.prune.sparsity_reg={sparsity_reg} needs epochs of sparse training "
+                f"before pruning: set start_epoch >= 1 (it is {start_epoch}), or sparsity_reg=0."
+            )
+        self.ratio = ratio
+        self.speedup = speedup
+        self.importance = importance
+        self.global_pruning = global_pruning
+        self.round_to = round_to
+        self.max_layer_ratio = max_layer_ratio
+        self.ignored_layers = list(ignored_layers)
+        self.sparsity_reg = sparsity_reg
+        self.taylor_batches = taylor_batches
+        # Restored from checkpoints: steps done and the size after each (for the report).
+        self.steps_done = 0
+        self.base_macs: int | None = None
+        self.steps: list[dict[str, Any]] = []
+        self._regulariser: tp.pruner.GroupNormPruner | None = None
+
+    # -- schedule ---------------------------------------------------------------------------------
+    def _check_epochs(self, start_epoch: int) -> None:
+        """Fix the schedule once ``start_epoch`` is known."""
+        end_epoch = self.end_epoch
+        if end_epoch is None:
+            end_epoch = start_epoch + self.iterative_steps - 1
+        if start_epoch < 0 or end_epoch < start_epoch:
+            raise ConfigError(
+                f"compress.prune.start_epoch={start_epoch} and end_epoch={end_epoch} must satisfy "
+                f"0 <= start_epoch <= end_epoch."
+            )
+        self.start_epoch, self.end_epoch = start_epoch, end_epoch
+
+    @property
+    def schedule(self) -> list[int]:
+        """The epoch at which each pruning step runs."""
+        if self.iterative_steps == 1:
+            return [self.start_epoch]
+        span = self.end_epoch - self.start_epoch
+        return [
+            self.start_epoch + round(span * k / (self.iterative_steps - 1))
+            for k in range(self.iterative_steps)
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps_done": self.steps_done, "base_macs": self.base_macs, "steps": self.steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.steps_done = state_dict["steps_done"]
+        self.base_macs = state_dict["base_macs"]
+        self.steps = state_dict["steps"]
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: ClassifierModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        net = pl_module.net
+        self._input_shape = pl_module.input_shape
+        self._ignored = [find_classifier(net)[1], *_resolve_layers(net, self.ignored_layers)]
+        max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
+        if self.start_epoch is None:
+            self._check_epochs(0 if pl_module.pretrained else max(max_epochs, 0) // 3)
+            if self.sparsity_reg and self.start_epoch < 1:
+                raise ConfigError(
+                    "compress.prune.sparsity_reg needs epochs of sparse training before pruning, "
+                    "but the network entered trained: set compress.prune.start_epoch >= 1."
+                )
+        if 0 <= max_epochs <= self.end_epoch:
+            raise ConfigError(
+                f"compress.prune.end_epoch={self.end_epoch} is not before trainer.max_epochs="
+                f"{max_epochs}: the last pruning step would never run or never be fine-tuned. "
+                f"Lower end_epoch or raise max_epochs."
+            )
+        if trainer.ckpt_path:  # resuming: the checkpoint restores the architecture and our state
+            return
+        if self.base_macs is None:
+            self.base_macs = count_macs(net, self._input_shape)
+            if self.speedup:
+                self._check_reachable(net)
+        if self.schedule[0] == 0 and self.sparsity_reg == 0:
+            self._step(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
+        pruned = False
+        while (
+            self.steps_done < self.iterative_steps
+            and self.schedule[self.steps_done] <= trainer.current_epoch
+        ):
+            self._step(trainer, pl_module)
+            pruned = True
+        if pruned:
+            pl_module.rebuild_optimizers()
+            _reset_best_checkpoint(trainer)
+            self._regulariser = None
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: ClassifierModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self.sparsity_reg and self.steps_done < self.iterative_steps:
+            if self._regulariser is None:
+                self._regulariser = self._pruner(pl_module.net, 0.0, regularise=True)
+            self._regulariser.regularize(pl_module.net)
+
+    # -- pruning ----------------------------------------------------------------------------------
+    def _pruner(self, net: nn.Module, ratio: float, regularise: bool = False, steps: int = 1):
+        kwargs = dict(
+            importance=IMPORTANCES[self.importance](),
+            pruning_ratio=ratio,
+            global_pruning=self.global_pruning,
+            round_to=self.round_to,
+            max_pruning_ratio=self.max_layer_ratio,
+            ignored_layers=self._ignored,
+            iterative_steps=steps,
+            **graph_options(net),
+        )
+        example = torch.zeros(1, *self._input_shape, device=next(net.parameters()).device)
+        training = net.training
+        try:
+            with _quiet_unwrapped_parameters():
+                if regularise:
+                    pruner = tp.pruner.GroupNormPruner(
+                        net, example, reg=self.sparsity_reg, **kwargs
+                    )
+                else:
+                    pruner = tp.pruner.BasePruner(net, example, **kwargs)
+        except Exception as error:
+            raise ConfigError(
+                f"torch-pruning cannot trace {type(net).__name__} ({type(error).__name__}: "
+                f"{error}). Add the layer it names to compress.prune.ignored_layers, or pick "
+                f"another model."
+            ) from error
+        net.train(training)  # building the graph switches to eval() and never back
+        return pruner
+
+    def _step_ratio(self) -> float:
+        """Ratio of the current channels to remove now, so that step k reaches k/n of ``ratio``."""
+        k, n = self.steps_done + 1, self.iterative_steps
+        done, target = self.ratio * (k - 1) / n, self.ratio * k / n
+        return 1.0 - (1.0 - target) / (1.0 - done)
+
+    def _prune(self, trainer: L.Trainer, pl_module: ClassifierModule) -> History:
+        """Prune ``pl_module.net`` in place by one schedule step; returns what was removed."""
+        net = pl_module.net
+        if self.speedup:
+            target = self.base_macs / self.speedup ** ((self.steps_done + 1) / self.iterative_steps)
+            pruner = self._pruner(net, 0.95, steps=_PROGRESSIVE_STEPS)
+            for _ in range(_PROGRESSIVE_STEPS):
+                if count_macs(net, self._input_shape) <= target:
+                    break
+                self._run(pruner, trainer, pl_module)
+        else:
+            pruner = self._pruner(net, self._step_ratio())
+            self._run(pruner, trainer, pl_module)
+        return _normalise(pruner.DG.pruning_history())
+
+    def _run(self, pruner: tp.pruner.BasePruner, trainer: L.Trainer, pl_module: ClassifierModule):
+        if self.importance == "taylor":
+            self._accumulate_gradients(trainer, pl_module)
+        training = pl_module.net.training
+        try:
+            pruner.step()
+        except Exception as error:
+            raise ConfigError(
+                f"torch-pruning could not prune {type(pl_module.net).__name__} "
+                f"({type(error).__name__}: {error}). Add the layer it names to "
+                f"compress.prune.ignored_layers, or pick another model."
+            ) from error
+        after_pruning(pl_module.net)
+        pl_module.net.train(training)
+        pl_module.net.zero_grad(set_to_none=True)
+
+    def _accumulate_gradients(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
+        net = pl_module.net
+        net.zero_grad(set_to_none=True)
+        for x, y in islice(trainer.datamodule.train_dataloader(), self.taylor_batches):
+            x, y = x.to(pl_module.device), y.to(pl_module.device)
+            nn.functional.cross_entropy(net(x), y).backward()
+
+    def _step(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
+        net = pl_module.net
+        before = _widths(net)
+        history = self._prune(trainer, pl_module) if trainer.is_global_zero else None
+        if trainer.world_size > 1:
+            history = trainer.strategy.broadcast(history, src=0)
+            if not trainer.is_global_zero:
+                replay_pruning_history(net, history, self._input_shape)
+        pl_module.checkpoint_extras.setdefault("pruning_history", []).extend(history)
+        self.steps_done += 1
+        self._record(trainer, pl_module, before)
+
+    def _record(self, trainer: L.Trainer, pl_module: ClassifierModule, before: dict) -> None:
+        net = pl_module.net
+        macs, params = count_macs(net, self._input_shape), count_params(net)
+        self.steps.append({"epoch": trainer.current_epoch, "params": params, "macs": macs})
+        log.info(
+            "Pruning step %d/%d at epoch %d: %s params, %s MACs (%.2fx fewer MACs than at start)",
+            self.steps_done,
+            self.iterative_steps,
+            trainer.current_epoch,
+            f"{params:,}",
+            f"{macs:,}",
+            self.base_macs / macs,
+        )
+        for logger in trainer.loggers:
+            logger.log_metrics({"prune/params": params, "prune/macs": macs}, step=self.steps_done)
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text(
+                    "prune/channels", _width_table(before, _widths(net)), self.steps_done
+                )
+
+    def _check_reachable(self, net: nn.Module) -> None:
+        """Dry-run the MACs target on a copy, so an unreachable one fails before training."""
+        trial = copy.deepcopy(net)
+        pruner = self._pruner(trial, 0.95, steps=_PROGRESSIVE_STEPS)
+        for _ in range(_PROGRESSIVE_STEPS):
+            if count_macs(trial, self._input_shape) * self.speedup <= self.base_macs:
+                return
+            pruner.step()
+            after_pruning(trial)
+        reached = self.base_macs / count_macs(trial, self._input_shape)
+        raise ConfigError(
+            f"compress.prune.speedup={self.speedup} cannot be reached on "
+            f"{type(net).__name__}: pruning all it allows (max_layer_ratio="
+            f"{self.max_layer_ratio}, {len(self._ignored)} ignored layers) gives {reached:.2f}x "
+            f"fewer MACs at most. Ask for less than that"
+            + (", or raise max_layer_ratio." if self.max_layer_ratio < 1 else ".")
+        )
+
+    def report_entries(self) -> dict[str, Any]:
+        """What this technique adds to report.json."""
+        return {
+            "prune": {
+                "importance": self.importance,
+                "ratio": None if self.speedup else self.ratio,
+                "speedup_target": self.speedup,
+                "steps": self.steps,
+            }
+        }
+
+
+def _widths(net: nn.Module) -> dict[str, int]:
+    """Output width of every conv and linear layer (the channels pruning keeps)."""
+    return {
+        name: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        for name, m in net.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    }
+
+
+def _width_table(before: dict[str, int], after: dict[str, int]) -> str:
+    rows = ["| layer | channels before | after | kept |", "|---|---|---|---|"]
+    for name, width in after.items():
+        old = before.get(name, width)
+        rows.append(f"| {name} | {old} | {width} | {width / old:.0%} |")
+    return "\n".join(rows)
+
+
+def _reset_best_checkpoint(trainer: L.Trainer) -> None:
+    """Checkpoints from before a pruning step hold another architecture: they are not 'best'."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            callback.best_k_models = {}
+            callback.best_model_score = None
+            callback.best_model_path = ""
+            callback.kth_best_model_path = ""
+            callback.kth_value = torch.tensor(-math.inf if callback.mode == "max" else math.inf)

@@ -1,0 +1,214 @@
+"""compress=prune: real structured pruning that trains on, reloads, resumes and reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from litcompress.checkpoint import load_network, read_checkpoint
+from litcompress.compress.prune import PruneCallback
+from litcompress.errors import ConfigError
+from litcompress.run import run
+from tests.conftest import FAST
+
+PRUNE = [*FAST, "compress=prune"]
+
+
+def train(make_config, *overrides: str, output_dir: Path) -> dict:
+    run(make_config(*PRUNE, *overrides, output_dir=output_dir))
+    return json.loads((output_dir / "report.json").read_text())
+
+
+def test_one_shot_pruning_makes_the_network_smaller_and_the_checkpoint_reloads(
+    make_config, tmp_path
+):
+    report = train(make_config, "compress.prune.start_epoch=0", output_dir=tmp_path)
+    before, after = report["before"], report["after"]
+    # Half the channels of every conv: about a quarter of the MACs and parameters remain.
+    assert 3.5 < before["macs"] / after["macs"] < 4.5
+    assert 3.5 < before["params"] / after["params"] < 4.5
+    assert after["file_bytes"] < before["file_bytes"] / 3
+    assert report["prune"]["steps"][0]["macs"] == after["macs"]
+
+    checkpoint = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert checkpoint["litcompress"]["pruning_history"]
+    net = load_network(tmp_path / "checkpoints" / "last.ckpt")
+    assert sum(p.numel() for p in net.parameters()) == after["params"]
+
+
+def test_pruned_checkpoint_gives_identical_predictions_in_a_fresh_process(make_config, tmp_path):
+    train(make_config, "compress.prune.start_epoch=0", output_dir=tmp_path)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    x = torch.randn(16, 1, 8, 8)
+    torch.save(x, tmp_path / "x.pt")
+    expected = load_network(ckpt)(x)
+    script = (
+        "import sys, torch\n"
+        "from litcompress.checkpoint import load_network\n"
+        "net = load_network(sys.argv[1])\n"
+        "torch.save(net(torch.load(sys.argv[2])), sys.argv[3])\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(ckpt), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+        check=True,
+    )
+    assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
+
+
+class WatchPruning(Callback):
+    """Snapshots the network right after each pruning step (PruneCallback runs before it)."""
+
+    def __init__(self):
+        self.snapshots = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        net = pl_module.net
+        self.snapshots.append(
+            {
+                "epoch": trainer.current_epoch,
+                "weights": {n: p.detach().clone() for n, p in net.named_parameters()},
+                "bn_training": [m.training for m in net.modules()],
+                "optimizer": {
+                    id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]
+                },
+                "params": {id(p) for p in net.parameters()},
+            }
+        )
+
+
+def test_training_continues_correctly_after_every_iterative_step(make_config, tmp_path):
+    from litcompress import run as run_module
+
+    watch = WatchPruning()
+    original = run_module.build_compression
+    run_module.build_compression = lambda cfg: [*original(cfg), watch]
+    try:
+        report = train(
+            make_config,
+            "trainer.max_epochs=4",
+            "compress.prune.iterative_steps=2",
+            "compress.prune.start_epoch=1",
+            "compress.prune.end_epoch=2",
+            output_dir=tmp_path,
+        )
+    finally:
+        run_module.build_compression = original
+    assert [step["epoch"] for step in report["prune"]["steps"]] == [1, 2]
+    macs = [step["macs"] for step in report["prune"]["steps"]]
+    assert report["before"]["macs"] > macs[0] > macs[1]
+    for snapshot in watch.snapshots[1:3]:  # the epochs that start with a pruning step
+        assert all(snapshot["bn_training"]), "pruning left modules in eval mode"
+        assert snapshot["optimizer"] == snapshot["params"], "optimizer holds stale tensors"
+    final = load_network(tmp_path / "checkpoints" / "last.ckpt")
+    after_last_step = watch.snapshots[2]["weights"]
+    for name, param in final.named_parameters():
+        assert param.shape == after_last_step[name].shape
+        assert not torch.equal(param, after_last_step[name]), f"{name} stopped training"
+
+
+def test_resume_continues_an_iterative_schedule(make_config, tmp_path):
+    schedule = [
+        "trainer.max_epochs=4",
+        "compress.prune.iterative_steps=2",
+        "compress.prune.start_epoch=0",
+        "compress.prune.end_epoch=2",
+        "callbacks.model_checkpoint.save_top_k=-1",
+    ]
+    full = train(make_config, *schedule, output_dir=tmp_path / "full")
+    # Resume from the end of epoch 1: one step done, the second (epoch 2) still to come.
+    mid = tmp_path / "full" / "checkpoints" / "epoch001.ckpt"
+    resumed = train(make_config, *schedule, f"ckpt_path={mid}", output_dir=tmp_path / "resumed")
+    assert [s["epoch"] for s in resumed["prune"]["steps"]] == [0, 2]
+    assert resumed["after"]["params"] == full["after"]["params"]
+    assert resumed["before"] == full["before"]
+    history = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["litcompress"]
+    assert (
+        history["pruning_history"]
+        == read_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")["litcompress"][
+            "pruning_history"
+        ]
+    )
+
+
+def test_init_from_a_pruned_checkpoint(make_config, tmp_path):
+    pruned = train(make_config, "compress.prune.start_epoch=0", output_dir=tmp_path / "pruned")
+    ckpt = tmp_path / "pruned" / "checkpoints" / "last.ckpt"
+    run(make_config(*FAST, f"init_from={ckpt}", output_dir=tmp_path / "next"))
+    report = json.loads((tmp_path / "next" / "report.json").read_text())
+    assert report["before"]["params"] == report["after"]["params"] == pruned["after"]["params"]
+    assert report["before"]["test_acc"] is not None
+    # The new run's checkpoints still record the architecture.
+    assert load_network(tmp_path / "next" / "checkpoints" / "last.ckpt") is not None
+
+
+def test_speedup_target_is_reached(make_config, tmp_path):
+    report = train(
+        make_config,
+        "compress.prune.speedup=2.0",
+        "compress.prune.start_epoch=0",
+        output_dir=tmp_path,
+    )
+    ratio = report["before"]["macs"] / report["after"]["macs"]
+    assert 2.0 <= ratio < 2.3
+
+
+@pytest.mark.parametrize("importance", ["l1", "taylor", "bn_scale", "lamp", "fpgm", "random"])
+def test_every_importance_prunes(make_config, tmp_path, importance):
+    report = train(
+        make_config,
+        "model=cnn",
+        f"compress.prune.importance={importance}",
+        # After an epoch of training: at initialisation every BatchNorm scale is 1 (a tie).
+        "compress.prune.start_epoch=1",
+        "compress.prune.global_pruning=true",
+        "compress.prune.round_to=4",
+        output_dir=tmp_path,
+    )
+    assert report["after"]["macs"] < report["before"]["macs"] / 2
+
+
+def test_sparse_training_then_pruning(make_config, tmp_path):
+    report = train(
+        make_config,
+        "model=cnn",
+        "compress.prune.sparsity_reg=1e-3",
+        "compress.prune.start_epoch=1",
+        output_dir=tmp_path,
+    )
+    assert report["after"]["params"] < report["before"]["params"] / 2
+
+
+def test_tensorboard_shows_pruning_steps_and_channels(make_config, tmp_path):
+    train(make_config, "compress.prune.start_epoch=0", output_dir=tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"prune/params", "prune/macs"} <= set(events.Tags()["scalars"])
+    assert "prune/channels/text_summary" in events.Tags()["tensors"]
+
+
+# -- bad input, before training ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("compress.prune.ratio=1.0", r"ratio=1.0 must be in \[0, 1\)"),
+        ("compress.prune.importance=l3", r"importance='l3' is unknown"),
+        ("compress.prune.ignored_layers=[layer9.conv]", r"'layer9.conv', which is not a module"),
+        ("compress.prune.speedup=500", r"speedup=500 cannot be reached.*380"),
+        ("compress.prune.end_epoch=9", r"end_epoch=9 is not before trainer.max_epochs=2"),
+    ],
+)
+def test_bad_prune_options_fail_before_training(make_config, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        run(make_config(*PRUNE, override, output_dir=tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_callback_order_puts_pruning_first():
+    assert PruneCallback.order < 20
