@@ -1,7 +1,8 @@
 # The README's commands. `make train` and `make test` create .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Extra Hydra overrides for `make train`, e.g. make train ARGS="model=vit trainer.max_epochs=5"
+# The main job; extra Hydra overrides go in ARGS, e.g. make train ARGS="trainer.max_epochs=5"
+MAIN_JOB := model=resnet optim=adam compress=prune
 ARGS ?=
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow'"
 PYTEST_ARGS ?=
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: install
-	$(PY) train.py $(ARGS)
+	$(PY) train.py $(MAIN_JOB) $(ARGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -31,6 +32,7 @@ format: install
 
 bench: install
 	$(PY) bench/overhead.py
+	$(PY) bench/prune.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,16 @@ import pytest
 from tests.conftest import FAST, ROOT
 
 QUICK = [*FAST, "model=cnn", "model.width=8", "trainer.max_epochs=1"]
+# QUICK, on 2 CPU processes under DDP.
+DDP_QUICK = [
+    *[arg for arg in QUICK if arg != "trainer=debug"],
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
 
 
 def train_py(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -44,16 +55,7 @@ def test_multirun_sweep_gives_each_job_its_folder_tensorboard_and_report(tmp_pat
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_one_report(tmp_path):
-    result = train_py(
-        *[arg for arg in QUICK if arg != "trainer=debug"],
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.limit_train_batches=4",
-        "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2",
-        f"hydra.run.dir={tmp_path}",
-    )
+    result = train_py(*DDP_QUICK, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
@@ -97,3 +99,38 @@ def test_main_job_help_lists_the_config_groups():
     assert result.returncode == 0
     for group in ("data:", "model:", "optim:", "scheduler:", "compress:", "trainer:"):
         assert group in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ["compress.prune.start_epoch=0"],
+        # One step in setup, one mid-training: DDP must be wrapped again over the new parameters.
+        [
+            "compress.prune.iterative_steps=2",
+            "compress.prune.start_epoch=0",
+            "trainer.max_epochs=3",
+        ],
+    ],
+    ids=["one-shot", "iterative"],
+)
+def test_ddp_pruning_gives_the_same_network_on_every_rank(tmp_path, schedule):
+    result = train_py(
+        *DDP_QUICK,
+        "model=resnet",
+        "compress=prune",
+        *schedule,
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr + "".join(p.read_text() for p in tmp_path.glob("*.log"))
+    steps = 2 if len(schedule) > 1 else 1
+    for step in range(1, steps + 1):
+        counts = set(re.findall(rf"Rank \d after pruning step {step}: (\d+) parameters", output))
+        ranks = set(re.findall(rf"Rank (\d) after pruning step {step}:", output))
+        assert ranks == {"0", "1"} and len(counts) == 1, output[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["after"]["params"] == int(counts.pop())
+    assert len(report["prune"]["steps"]) == steps
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

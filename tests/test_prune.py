@@ -212,3 +212,46 @@ def test_bad_prune_options_fail_before_training(make_config, tmp_path, override,
 
 def test_callback_order_puts_pruning_first():
     assert PruneCallback.order < 20
+
+
+COVERAGE = {
+    **{f"resnet{d}": ["model=resnet", f"model.depth={d}"] for d in (20, 32, 44, 56, 110)},
+    "mobilenet": ["model=mobilenet", "model.width_mult=0.5"],
+    "vit": ["model=vit", "model.dim=64", "model.mlp_dim=128", "model.depth=2"],
+    "cnn": ["model=cnn"],
+    **{
+        name: ["model=torchvision", f"model.name={name}"]
+        for name in (
+            "resnet18",
+            "mobilenet_v3_small",
+            "efficientnet_b0",
+            "densenet121",
+            "regnet_x_400mf",
+            "convnext_tiny",
+        )
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(COVERAGE))
+def test_every_model_prunes_at_small_input_size(make_config, tmp_path, name):
+    report = train(
+        make_config,
+        *COVERAGE[name],
+        "data=shapes",
+        "data.num_train=16",
+        "data.num_val=8",
+        "data.num_test=8",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        "compress.prune.start_epoch=0",
+        "report.enabled=true",
+        output_dir=tmp_path,
+    )
+    assert report["after"]["macs"] < report["before"]["macs"] * 0.6, report["prune"]
+    assert report["after"]["params"] < report["before"]["params"] * 0.6
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    net = load_network(ckpt)
+    assert sum(p.numel() for p in net.parameters()) == report["after"]["params"]
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)

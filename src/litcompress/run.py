@@ -160,8 +160,11 @@ def metric(trainer: L.Trainer, name: str) -> float | None:
     return None if value is None else float(value)
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Train, test and report as ``cfg`` says; returns ``cfg.optimized_metric`` (for sweepers)."""
+def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float | None:
+    """Train, test and report as ``cfg`` says; returns ``cfg.optimized_metric`` (for sweepers).
+
+    ``extra_callbacks`` are added to the configured ones (for programmatic use, e.g. benchmarks).
+    """
     check_inputs(cfg)
     L.seed_everything(cfg.seed, workers=True)
     data: ClassificationData = build(cfg.data)
@@ -174,7 +177,12 @@ def run(cfg: DictConfig) -> float | None:
     loggers: list[Logger] = [build(c) for c in (cfg.get("logger") or {}).values() if c]
     report_callback = ReportCallback()
     compression = build_compression(cfg)
-    callbacks = [report_callback, *build_callbacks(cfg, bool(loggers)), *compression]
+    callbacks = [
+        report_callback,
+        *build_callbacks(cfg, bool(loggers)),
+        *compression,
+        *(extra_callbacks or []),
+    ]
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     measure_kwargs = {"input_shape": data.input_shape, "min_run_time_s": cfg.report.min_run_time_s}

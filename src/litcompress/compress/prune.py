@@ -373,6 +373,13 @@ class PruneCallback(Callback):
                 replay_pruning_history(net, history, self._input_shape)
         pl_module.checkpoint_extras.setdefault("pruning_history", []).extend(history)
         self.steps_done += 1
+        if trainer.world_size > 1:
+            log.info(
+                "Rank %d after pruning step %d: %d parameters",
+                trainer.global_rank,
+                self.steps_done,
+                count_params(net),
+            )
         self._record(trainer, pl_module, before)
 
     def _record(self, trainer: L.Trainer, pl_module: ClassifierModule, before: dict) -> None:
