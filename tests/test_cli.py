@@ -39,18 +39,28 @@ def train_py(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_multirun_sweep_gives_each_job_its_folder_tensorboard_and_report(tmp_path):
-    result = train_py("-m", "optim=sgd,adam", *QUICK, f"hydra.sweep.dir={tmp_path}")
+    result = train_py(
+        "-m",
+        "optim=sgd,adam",
+        "compress=none,prune",
+        *QUICK,  # max_epochs=1: pruning starts at epoch 1 // 3 = 0
+        f"hydra.sweep.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0", "1"]
-    optimizers = set()
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    seen = set()
     for job in jobs:
         report = json.loads((job / "report.json").read_text())
         assert report["after"]["test_acc"] is not None
         assert list((job / "tensorboard").glob("events.out.tfevents.*"))
         assert (job / "checkpoints" / "last.ckpt").is_file()
-        optimizers.add((job / ".hydra" / "overrides.yaml").read_text().count("optim=sgd"))
-    assert optimizers == {0, 1}
+        overrides = (job / ".hydra" / "overrides.yaml").read_text()
+        pruned = "compress=prune" in overrides
+        assert report["compress"] == (["prune"] if pruned else [])
+        assert (report["after"]["macs"] < report["before"]["macs"]) == pruned
+        seen.add(("optim=sgd" in overrides, pruned))
+    assert len(seen) == 4
 
 
 @pytest.mark.slow
