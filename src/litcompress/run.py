@@ -172,7 +172,6 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         # Find missing files or failed downloads now, not after the first measurements.
         data.prepare_data()
     module = build_module(cfg, data)
-    output_dir = Path(cfg.paths.output_dir)
 
     loggers: list[Logger] = [build(c) for c in (cfg.get("logger") or {}).values() if c]
     report_callback = ReportCallback()
@@ -185,7 +184,6 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     ]
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    measure_kwargs = {"input_shape": data.input_shape, "min_run_time_s": cfg.report.min_run_time_s}
     if not cfg.ckpt_path:  # a resumed run gets its `before` back from the checkpoint
         before_acc = None
         if cfg.init_from and cfg.test:
@@ -196,7 +194,7 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         # DDP children are started by fit: before it, only the env-derived rank tells them apart.
         if rank_zero_only.rank == 0 and cfg.report.enabled:
             log.info("Measuring the network as it enters the run")
-            before = measure(module.net, test_acc=before_acc, **measure_kwargs)
+            before = measure(module.net, data.input_shape, before_acc, cfg.report.min_run_time_s)
             report_callback.before = before.to_dict()
 
     trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path, weights_only=True)
@@ -208,25 +206,7 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         test_acc = metric(trainer, "test/acc")
 
     if trainer.is_global_zero and cfg.report.enabled and report_callback.before is not None:
-        log.info("Measuring the final network")
-        after = measure(module.net, test_acc=test_acc, **measure_kwargs)
-        report = build_report(
-            ModelStats(**report_callback.before),
-            after,
-            data.input_shape,
-            model=module.model_config["_target_"],
-            compress=sorted((cfg.get("compress") or {}).keys()),
-            epochs=trainer.current_epoch,
-            **{
-                k: v
-                for c in compression
-                if hasattr(c, "report_entries")
-                for k, v in c.report_entries().items()
-            },
-        )
-        write_json_atomic(report, output_dir / "report.json")
-        print_report(report)
-        log_report(trainer, cfg, report)
+        write_report(cfg, trainer, module, data, report_callback.before, test_acc, compression)
 
     metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     if cfg.optimized_metric:
@@ -237,6 +217,38 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
             )
         return metrics[cfg.optimized_metric]
     return None
+
+
+def write_report(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: ClassifierModule,
+    data: ClassificationData,
+    before: dict[str, Any],
+    test_acc: float | None,
+    compression: list[Callback],
+) -> None:
+    """Measure the final network; write report.json, print it and log it to TensorBoard."""
+    log.info("Measuring the final network")
+    after = measure(
+        module.net, data.input_shape, test_acc=test_acc, min_run_time_s=cfg.report.min_run_time_s
+    )
+    entries = {}
+    for callback in compression:
+        if hasattr(callback, "report_entries"):
+            entries.update(callback.report_entries())
+    report = build_report(
+        ModelStats(**before),
+        after,
+        data.input_shape,
+        model=module.model_config["_target_"],
+        compress=sorted((cfg.get("compress") or {}).keys()),
+        epochs=trainer.current_epoch,
+        **entries,
+    )
+    write_json_atomic(report, Path(cfg.paths.output_dir) / "report.json")
+    print_report(report)
+    log_report(trainer, cfg, report)
 
 
 def log_report(trainer: L.Trainer, cfg: DictConfig, report: dict[str, Any]) -> None:
