@@ -5,8 +5,9 @@ Measured in this one process, on a 2-core CPU by default:
 1. Size and speed at 32x32, pruning ratio 0.5, one-shot (L2 magnitude): CIFAR ResNet-56 and
    torchvision resnet18, before and after. Latency: median at batch 1 and 32.
 2. Accuracy on the generated `shapes` data, same total epochs for every row: ResNet-56
-   (`--depth`) unpruned; trained, pruned by litcompress at a third of the epochs, fine-tuned; and the same schedule with
-   Lightning's `ModelPruning` (unstructured L1 masks, 50%, made permanent), for comparison.
+   (`--depth`) unpruned; trained, pruned by litcompress at a third of the epochs, fine-tuned;
+   and the same schedule with Lightning's `ModelPruning` (unstructured L1 masks, 50%, made
+   permanent), for comparison.
 
     python bench/prune.py                  # the README table
     python bench/prune.py --depth 20 --epochs 6 --num-train 4000   # quicker, noisier
