@@ -148,11 +148,13 @@ def test_init_from_a_pruned_checkpoint(make_config, tmp_path):
     assert load_network(tmp_path / "next" / "checkpoints" / "last.ckpt") is not None
 
 
-def test_speedup_target_is_reached(make_config, tmp_path):
+@pytest.mark.parametrize("importance", ["l2", "taylor"])
+def test_speedup_target_is_reached(make_config, tmp_path, importance):
     report = train(
         make_config,
         "compress.prune.speedup=2.0",
         "compress.prune.start_epoch=0",
+        f"compress.prune.importance={importance}",
         output_dir=tmp_path,
     )
     ratio = report["before"]["macs"] / report["after"]["macs"]

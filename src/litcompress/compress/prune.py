@@ -289,9 +289,16 @@ class PruneCallback(Callback):
             self._regulariser.regularize(pl_module.net)
 
     # -- pruning ----------------------------------------------------------------------------------
-    def _pruner(self, net: nn.Module, ratio: float, regularise: bool = False, steps: int = 1):
+    def _pruner(
+        self,
+        net: nn.Module,
+        ratio: float,
+        regularise: bool = False,
+        steps: int = 1,
+        importance: str | None = None,
+    ):
         kwargs = dict(
-            importance=IMPORTANCES[self.importance](),
+            importance=IMPORTANCES[importance or self.importance](),
             pruning_ratio=ratio,
             global_pruning=self.global_pruning,
             round_to=self.round_to,
@@ -331,10 +338,7 @@ class PruneCallback(Callback):
         if self.speedup:
             target = self.base_macs / self.speedup ** ((self.steps_done + 1) / self.iterative_steps)
             pruner = self._pruner(net, 0.95, steps=_PROGRESSIVE_STEPS)
-            for _ in range(_PROGRESSIVE_STEPS):
-                if count_macs(net, self._input_shape) <= target:
-                    break
-                self._run(pruner, trainer, pl_module)
+            self._prune_towards(net, target, lambda: self._run(pruner, trainer, pl_module))
         else:
             pruner = self._pruner(net, self._step_ratio())
             self._run(pruner, trainer, pl_module)
@@ -402,16 +406,31 @@ class PruneCallback(Callback):
                     "prune/channels", _width_table(before, _widths(net)), self.steps_done
                 )
 
+    def _prune_towards(self, net: nn.Module, target_macs: float, step: Callable[[], None]) -> int:
+        """Prune by small ``step``s until ``net`` has at most ``target_macs``; returns its MACs."""
+        macs = count_macs(net, self._input_shape)
+        for _ in range(_PROGRESSIVE_STEPS):
+            if macs <= target_macs:
+                break
+            step()
+            macs = count_macs(net, self._input_shape)
+        return macs
+
     def _check_reachable(self, net: nn.Module) -> None:
         """Dry-run the MACs target on a copy, so an unreachable one fails before training."""
         trial = copy.deepcopy(net)
-        pruner = self._pruner(trial, 0.95, steps=_PROGRESSIVE_STEPS)
-        for _ in range(_PROGRESSIVE_STEPS):
-            if count_macs(trial, self._input_shape) * self.speedup <= self.base_macs:
-                return
+        # Reachability depends on the layers and limits, not on the ranking: rank by magnitude,
+        # which needs no gradients (taylor would).
+        pruner = self._pruner(trial, 0.95, steps=_PROGRESSIVE_STEPS, importance="l2")
+
+        def step() -> None:
             pruner.step()
             after_pruning(trial)
-        reached = self.base_macs / count_macs(trial, self._input_shape)
+
+        macs = self._prune_towards(trial, self.base_macs / self.speedup, step)
+        if macs * self.speedup <= self.base_macs:
+            return
+        reached = self.base_macs / macs
         raise ConfigError(
             f"compress.prune.speedup={self.speedup} cannot be reached on "
             f"{type(net).__name__}: pruning all it allows (max_layer_ratio="
