@@ -56,8 +56,8 @@ def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
-# Checkpoint entries that describe the network's shape rather than its weights.
-ARCHITECTURE_KEYS = ("pruning_history",)
+# Checkpoint entries that describe the network's form rather than its weights.
+ARCHITECTURE_KEYS = ("pruning_history", "quantization")
 
 
 def architecture(meta: dict[str, Any]) -> dict[str, Any]:
@@ -67,36 +67,54 @@ def architecture(meta: dict[str, Any]) -> dict[str, Any]:
 
 def restore_architecture(
     net: nn.Module, current: dict[str, Any], saved: dict[str, Any], input_shape: tuple[int, ...]
-) -> None:
-    """Bring ``net`` (whose recorded state is ``current``) to the architecture ``saved`` records.
+) -> nn.Module:
+    """Bring ``net`` (whose recorded form is ``current``) to the form ``saved`` records.
 
-    A pruned checkpoint records torch-pruning's history; the steps ``net`` has not taken yet are
-    replayed on it, and ``current`` is updated. A network pruned further than the checkpoint
-    cannot grow back: that raises ConfigError.
+    A pruned checkpoint records torch-pruning's history: the steps ``net`` has not taken yet are
+    replayed on it. A quantization-aware checkpoint records its backend: ``net`` is then prepared
+    the same way. ``current`` is updated. Returns the network, which is a new object once
+    prepared for quantization.
+
+    Raises:
+        ConfigError: ``net`` went further than the checkpoint (pruned more, or quantized while
+            the checkpoint is not): a network cannot grow back.
     """
     done = current.get("pruning_history", [])
     wanted = saved.get("pruning_history", [])
-    if wanted == done:
-        return
-    if wanted[: len(done)] != done:
+    quantized, wanted_quantization = current.get("quantization"), saved.get("quantization")
+    if wanted[: len(done)] != done or (quantized and quantized != wanted_quantization):
         raise ConfigError(
-            "The checkpoint was pruned differently from the network it is loaded into (its "
-            f"pruning history has {len(wanted)} entries, the network's {len(done)}). Load it "
-            "into a fresh network: litcompress.checkpoint.load_network(path)."
+            f"The checkpoint has another form than the network it is loaded into (pruning "
+            f"history: {len(wanted)} entries against {len(done)}; quantization-aware: "
+            f"{wanted_quantization} against {quantized}). Load it into a fresh network: "
+            f"litcompress.checkpoint.load_network(path)."
         )
-    from litcompress.compress.prune import replay_pruning_history
+    if wanted != done:
+        if quantized:
+            raise ConfigError("A quantization-aware network cannot be pruned further.")
+        from litcompress.compress.prune import replay_pruning_history
 
-    replay_pruning_history(net, wanted[len(done) :], input_shape)
-    current["pruning_history"] = list(wanted)
+        replay_pruning_history(net, wanted[len(done) :], input_shape)
+        current["pruning_history"] = list(wanted)
+    if wanted_quantization and not quantized:
+        from litcompress.compress.qat import prepare
+
+        net = prepare(net, wanted_quantization["backend"], input_shape)
+        current["quantization"] = dict(wanted_quantization)
+    return net
+
+
+def rebuild_network(model_config: dict[str, Any], form: dict[str, Any]) -> nn.Module:
+    """A fresh network of ``model_config`` (random weights) in the ``form`` of a checkpoint."""
+    net = instantiate(model_config, _convert_="all")
+    size = model_config["image_size"]
+    return restore_architecture(net, {}, form, (model_config["in_channels"], size, size))
 
 
 def build_network(checkpoint: dict[str, Any]) -> nn.Module:
-    """Rebuild the network recorded in ``checkpoint`` (pruned as it was) and load its weights."""
+    """Rebuild the network recorded in ``checkpoint`` (in its form) and load its weights."""
     meta = checkpoint[CHECKPOINT_KEY]
-    config = meta["model_config"]
-    net = instantiate(config, _convert_="all")
-    input_shape = (config["in_channels"], config["image_size"], config["image_size"])
-    restore_architecture(net, {}, meta, input_shape)
+    net = rebuild_network(meta["model_config"], meta)
     net.load_state_dict(network_state_dict(checkpoint))
     return net
 

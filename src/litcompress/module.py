@@ -199,7 +199,7 @@ class ClassifierModule(L.LightningModule):
         from litcompress.checkpoint import restore_architecture
 
         meta = checkpoint.get(CHECKPOINT_KEY, {})
-        restore_architecture(self.net, self.checkpoint_extras, meta, self.input_shape)
+        self.net = restore_architecture(self.net, self.checkpoint_extras, meta, self.input_shape)
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:

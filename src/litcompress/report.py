@@ -13,6 +13,8 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,13 +88,15 @@ def measure_latency_ms(
 ) -> float:
     """Median CPU latency of one forward pass, in ms, with ``torch.get_num_threads()`` threads.
 
-    ``torch.utils.benchmark`` warms up first, then times blocks of runs for ``min_run_time_s``.
+    One untimed call first (a compiled network compiles for this batch size then), then
+    ``torch.utils.benchmark`` times blocks of runs for ``min_run_time_s``.
     """
     x = torch.randn(batch_size, *input_shape)
     timer = benchmark.Timer(
         "net(x)", globals={"net": net, "x": x}, num_threads=torch.get_num_threads()
     )
     with torch.inference_mode():
+        net(x)
         return timer.blocked_autorange(min_run_time=min_run_time_s).median * 1e3
 
 
@@ -142,14 +146,33 @@ def build_report(
     }
 
 
-def write_json_atomic(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write ``data`` as JSON so that ``path`` is either the old file or the whole new one."""
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary file next to ``path`` that replaces ``path`` once the block succeeds.
+
+    Readers see the old file or the whole new one, never a partial write; on error the temporary
+    file is removed. The new file gets the usual permissions (the umask's).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(data, f, indent=2)
-        tmp = f.name
-    os.replace(tmp, path)
+    # Same suffix as the target: some writers (torch.export.save) check it.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``data`` as JSON so that ``path`` is either the old file or the whole new one."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
 
 
 ROWS = [

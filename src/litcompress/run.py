@@ -69,6 +69,12 @@ def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
                 f"init_from={cfg.init_from} expects {net_config.get('in_channels')}-channel "
                 f"images, but the data has {data.in_channels} channels."
             )
+        if "quantization" in checkpoint[CHECKPOINT_KEY] and "qat" not in (cfg.compress or {}):
+            raise ConfigError(
+                f"init_from={cfg.init_from} is a quantization-aware checkpoint: go on with "
+                f"compress=qat (it is converted to int8 at the end), or load the int8 model of "
+                f"its run with litcompress.compress.qat.load_int8."
+            )
         net = build_network(checkpoint)
         log.info("Starting from the weights of %s (%s)", cfg.init_from, net_config["_target_"])
     else:
@@ -205,8 +211,11 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         trainer.test(module, datamodule=data, ckpt_path=best_checkpoint(trainer), weights_only=True)
         test_acc = metric(trainer, "test/acc")
 
+    after = None
+    if trainer.is_global_zero:
+        after = deploy(cfg, module, data, compression, test_acc)
     if trainer.is_global_zero and cfg.report.enabled and report_callback.before is not None:
-        write_report(cfg, trainer, module, data, report_callback.before, test_acc, compression)
+        write_report(cfg, trainer, module, data, report_callback.before, after, compression)
 
     metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     if cfg.optimized_metric:
@@ -219,20 +228,49 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     return None
 
 
+def deploy(
+    cfg: DictConfig,
+    module: ClassifierModule,
+    data: ClassificationData,
+    compression: list[Callback],
+    test_acc: float | None,
+) -> ModelStats | None:
+    """The final network as it will be deployed, measured when the report is enabled.
+
+    A technique that turns the trained network into another artifact (QAT: an int8 model) does so
+    here and measures that; otherwise the trained network itself is measured.
+    """
+    deployers = [c for c in compression if hasattr(c, "deploy")]
+    if deployers:
+        after = deployers[-1].deploy(
+            module,
+            data,
+            cfg.paths.output_dir,
+            evaluate=test_acc is not None,
+            measure=cfg.report.enabled,
+            min_run_time_s=cfg.report.min_run_time_s,
+        )
+        if after is not None:
+            after.extra["trained_test_acc"] = test_acc  # before conversion (e.g. fake-quantized)
+        return after
+    if not cfg.report.enabled:
+        return None
+    log.info("Measuring the final network")
+    return measure(
+        module.net, data.input_shape, test_acc=test_acc, min_run_time_s=cfg.report.min_run_time_s
+    )
+
+
 def write_report(
     cfg: DictConfig,
     trainer: L.Trainer,
     module: ClassifierModule,
     data: ClassificationData,
     before: dict[str, Any],
-    test_acc: float | None,
+    after: ModelStats,
     compression: list[Callback],
 ) -> None:
-    """Measure the final network; write report.json, print it and log it to TensorBoard."""
-    log.info("Measuring the final network")
-    after = measure(
-        module.net, data.input_shape, test_acc=test_acc, min_run_time_s=cfg.report.min_run_time_s
-    )
+    """Write report.json, print it and log it to TensorBoard."""
     entries = {}
     for callback in compression:
         if hasattr(callback, "report_entries"):

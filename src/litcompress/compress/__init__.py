@@ -6,5 +6,6 @@ typed on the command line) and talks to the model only through
 """
 
 from litcompress.compress.prune import PruneCallback
+from litcompress.compress.qat import QATCallback
 
-__all__ = ["PruneCallback"]
+__all__ = ["PruneCallback", "QATCallback"]

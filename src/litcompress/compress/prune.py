@@ -12,7 +12,6 @@ import contextlib
 import copy
 import difflib
 import logging
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -21,11 +20,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch_pruning as tp
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
+from litcompress.compress.common import reset_best_checkpoint
 from litcompress.errors import ConfigError
 from litcompress.models import find_classifier
 from litcompress.module import ClassifierModule
@@ -277,7 +277,7 @@ class PruneCallback(Callback):
             pruned = True
         if pruned:
             pl_module.rebuild_optimizers()
-            _reset_best_checkpoint(trainer)
+            reset_best_checkpoint(trainer)
             self._regulariser = None
 
     def on_before_optimizer_step(
@@ -466,14 +466,3 @@ def _width_table(before: dict[str, int], after: dict[str, int]) -> str:
         old = before.get(name, width)
         rows.append(f"| {name} | {old} | {width} | {width / old:.0%} |")
     return "\n".join(rows)
-
-
-def _reset_best_checkpoint(trainer: L.Trainer) -> None:
-    """Checkpoints from before a pruning step hold another architecture: they are not 'best'."""
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint):
-            callback.best_k_models = {}
-            callback.best_model_score = None
-            callback.best_model_path = ""
-            callback.kth_best_model_path = ""
-            callback.kth_value = torch.tensor(-math.inf if callback.mode == "max" else math.inf)

@@ -1,0 +1,155 @@
+"""Quantization-aware training: how much faster the int8 model is, and what accuracy it keeps.
+
+Measured in this one process, on a 2-core CPU by default:
+
+1. Speed at 32x32, batch 1 and 32: fp32 eager, fp32 compiled (inductor, freezing) and the int8
+   model of each backend, as ``compress=qat`` makes it: prepared, run on a few batches to set the
+   quantization ranges, converted, saved, reloaded with ``load_int8`` (pt2e: compiled). Networks:
+   CIFAR ResNet-20 and ResNet-56, torchvision resnet18 and mobilenet_v2.
+2. Accuracy on the generated ``shapes`` data: a CIFAR ResNet (``--depth``) trained in fp32, then
+   fine-tuned with QAT from that checkpoint (``init_from``, ``compress=qat``) for
+   ``--qat-epochs``; the int8 model's test accuracy against the fp32 network it came from.
+
+    python bench/qat.py                     # the README table
+    python bench/qat.py --skip-accuracy     # speed only (about 6 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from litcompress.checkpoint import rebuild_network
+from litcompress.compress.qat import ARTIFACTS, convert, enable_int8_kernels, load_int8, save_int8
+from litcompress.report import measure_latency_ms
+from litcompress.run import run
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+SHAPE = (3, 32, 32)
+
+
+NETWORKS = {
+    "CIFAR ResNet-20": {"_target_": "litcompress.models.CifarResNet", "depth": 20},
+    "CIFAR ResNet-56": {"_target_": "litcompress.models.CifarResNet", "depth": 56},
+    "torchvision resnet18": {
+        "_target_": "litcompress.models.torchvision_classifier",
+        "name": "resnet18",
+    },
+    "torchvision mobilenet_v2": {
+        "_target_": "litcompress.models.torchvision_classifier",
+        "name": "mobilenet_v2",
+    },
+}
+
+
+def int8_model(config: dict, backend: str, folder: Path) -> torch.nn.Module:
+    """The int8 model of ``config``'s network as a QAT run delivers it: saved, then reloaded."""
+    quantization = {"quantization": {"backend": backend}}
+    qat_net = rebuild_network(config, quantization)
+    with torch.no_grad():
+        for _ in range(4):  # set the quantization ranges and BatchNorm statistics
+            qat_net(torch.randn(32, *SHAPE))
+    meta = {"model_config": config, **quantization}
+    path = save_int8(convert(qat_net), backend, folder / ARTIFACTS[backend], SHAPE, meta)
+    return load_int8(path)
+
+
+def speed(min_run_s: float) -> None:
+    print("## Speed at 32x32 (CPU latency in ms; in brackets: how many times faster than fp32)\n")
+    print("| model | batch | fp32 eager | fp32 compiled | int8 pt2e (compiled) | int8 fx (eager) |")
+    print("|---|---|---|---|---|---|")
+    enable_int8_kernels()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, config in NETWORKS.items():
+            config = {**config, "num_classes": 10, "in_channels": 3, "image_size": 32}
+            net = rebuild_network(config, {}).eval()
+            models = [net, torch.compile(net, dynamic=False)]
+            models += [int8_model(config, backend, Path(tmp)) for backend in ("pt2e", "fx")]
+            for batch in (1, 32):
+                eager, *others = [measure_latency_ms(m, SHAPE, batch, min_run_s) for m in models]
+                cells = [f"{eager:.2f}"]
+                cells += [f"{ms:.2f} ({eager / ms:.2f}x)" for ms in others]
+                print(f"| {name} | {batch} | {' | '.join(cells)} |", flush=True)
+
+
+def accuracy(depth: int, epochs: int, qat_epochs: int, num_train: int) -> None:
+    print(
+        f"\n## Accuracy on shapes: ResNet-{depth}, fp32 for {epochs} epochs, then QAT "
+        f"fine-tuning for {qat_epochs} ({num_train} training images, Adam)\n"
+    )
+    common = [
+        "data=shapes",
+        f"data.num_train={num_train}",
+        "model=resnet",
+        f"model.depth={depth}",
+        "optim=adam",
+        "trainer.accelerator=cpu",
+        "~callbacks.progress_bar",
+        "~callbacks.model_summary",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_dir, qat_dir = Path(tmp) / "fp32", Path(tmp) / "qat"
+        fp32 = train([*common, f"trainer.max_epochs={epochs}"], fp32_dir)
+        best = next((fp32_dir / "checkpoints").glob("epoch*.ckpt"))
+        qat = train(
+            [
+                *common,
+                f"trainer.max_epochs={qat_epochs}",
+                f"init_from={best}",
+                "compress=qat",
+                "optim.lr=1e-4",
+                f"compress.qat.freeze_bn_epoch={max(qat_epochs - 1, 0)}",
+            ],
+            qat_dir,
+        )
+    fp32_acc = fp32["after"]["test_acc"]
+    after = qat["after"]
+    print("| model | test acc | file (bytes) | latency b1 (ms) | latency b32 (ms) |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| fp32 (eager) | {fp32_acc:.4f} | {fp32['after']['file_bytes']:,} "
+        f"| {fp32['after']['latency_ms_b1']:.2f} | {fp32['after']['latency_ms_b32']:.2f} |"
+    )
+    print(
+        f"| QAT, fake-quantized | {after['trained_test_acc']:.4f} "
+        f"({(after['trained_test_acc'] - fp32_acc) * 100:+.2f} pt) | | | |"
+    )
+    print(
+        f"| QAT, int8 (pt2e, compiled) | {after['test_acc']:.4f} "
+        f"({(after['test_acc'] - fp32_acc) * 100:+.2f} pt) | {after['file_bytes']:,} "
+        f"| {after['latency_ms_b1']:.2f} | {after['latency_ms_b32']:.2f} |"
+    )
+
+
+def train(overrides: list[str], output_dir: Path) -> dict:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    run(cfg)
+    return json.loads((output_dir / "report.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--depth", type=int, default=20, help="ResNet depth of the accuracy rows")
+    parser.add_argument("--epochs", type=int, default=15, help="fp32 training epochs")
+    parser.add_argument("--qat-epochs", type=int, default=3)
+    parser.add_argument("--num-train", type=int, default=10000)
+    parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    args = parser.parse_args()
+    print(f"threads: {torch.get_num_threads()}\n")
+    speed(args.min_run_time)
+    if not args.skip_accuracy:
+        accuracy(args.depth, args.epochs, args.qat_epochs, args.num_train)
+
+
+if __name__ == "__main__":
+    main()
