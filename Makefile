@@ -33,6 +33,8 @@ format: install
 bench: install
 	$(PY) bench/overhead.py
 	$(PY) bench/prune.py
+	$(PY) bench/qat.py
+	$(PY) bench/distill.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

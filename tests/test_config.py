@@ -35,6 +35,7 @@ def test_every_group_has_its_options():
     assert options("scheduler") == ["cosine", "multistep", "none", "onecycle"]
     assert options("trainer") == ["cpu", "ddp", "debug", "default", "gpu"]
     assert options("logger") == ["csv", "none", "tensorboard"]
+    assert options("compress") == ["distill", "none", "prune", "qat"]
 
 
 @pytest.fixture
@@ -110,6 +111,17 @@ def test_logger_options(name, tmp_path):
 
 def test_compress_none_adds_no_callbacks():
     assert build_compression(compose_config(["compress=none"])) == []
+
+
+def test_compress_options_build_in_the_techniques_order(tmp_path):
+    teacher = tmp_path / "teacher.ckpt"
+    teacher.touch()  # only its existence is checked when the callback is built
+    cfg = compose_config(
+        ["compress=[qat,prune,distill]", f"compress.distill.teacher_checkpoint={teacher}"]
+    )
+    names = [type(c).__name__ for c in build_compression(cfg)]
+    # Whatever the typed order: capture the teacher, prune, then quantize.
+    assert names == ["DistillCallback", "PruneCallback", "QATCallback"]
 
 
 @pytest.mark.parametrize("name", options("experiment"))

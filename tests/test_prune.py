@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch_pruning as tp
 from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from litcompress.checkpoint import load_network, read_checkpoint
-from litcompress.compress.prune import PruneCallback
+from litcompress.compress.prune import PruneCallback, PrunedOptimizerState
 from litcompress.errors import ConfigError
+from litcompress.models import CifarResNet
 from litcompress.run import run
 from tests.conftest import FAST
 
@@ -79,8 +81,37 @@ class WatchPruning(Callback):
                     id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]
                 },
                 "params": {id(p) for p in net.parameters()},
+                "adam_state_kept": all(
+                    trainer.optimizers[0].state.get(p, {}).get("exp_avg", p[:0]).shape == p.shape
+                    for p in net.parameters()
+                ),
             }
         )
+
+
+def test_optimizer_state_is_sliced_like_the_weights():
+    net = CifarResNet(num_classes=10, in_channels=3, image_size=16, depth=8)
+    optimizer = torch.optim.Adam(net.parameters())
+    net(torch.randn(4, 3, 16, 16)).sum().backward()
+    optimizer.step()
+    for param in net.parameters():  # state that is a known function of each weight
+        optimizer.state[param]["exp_avg"] = param.detach() * 2
+        optimizer.state[param]["exp_avg_sq"] = param.detach() ** 2
+    carried = PrunedOptimizerState([optimizer], net)
+    pruner = tp.pruner.BasePruner(
+        net,
+        torch.zeros(1, 3, 16, 16),
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=0.5,
+        ignored_layers=[net.fc],
+    )
+    pruner.step()
+    carried.prune(pruner.DG.pruning_history(), (3, 16, 16))
+    state = carried.state()
+    for name, param in net.named_parameters():
+        torch.testing.assert_close(state[name]["exp_avg"], param.detach() * 2)
+        torch.testing.assert_close(state[name]["exp_avg_sq"], param.detach() ** 2)
+        assert state[name]["step"] == 1
 
 
 def test_training_continues_correctly_after_every_iterative_step(make_config, tmp_path):
@@ -106,6 +137,7 @@ def test_training_continues_correctly_after_every_iterative_step(make_config, tm
     for snapshot in watch.snapshots[1:3]:  # the epochs that start with a pruning step
         assert all(snapshot["bn_training"]), "pruning left modules in eval mode"
         assert snapshot["optimizer"] == snapshot["params"], "optimizer holds stale tensors"
+        assert snapshot["adam_state_kept"], "the optimizer restarted from zero"
     final = load_network(tmp_path / "checkpoints" / "last.ckpt")
     after_last_step = watch.snapshots[2]["weights"]
     for name, param in final.named_parameters():

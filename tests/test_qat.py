@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +17,8 @@ from litcompress.compress.prune import PruneCallback
 from litcompress.compress.qat import FakeQuantNet, QATCallback, convert, load_int8, prepare
 from litcompress.errors import ConfigError
 from litcompress.models import SmallCNN
-from litcompress.run import run
+from litcompress.run import build, run
 from tests.conftest import FAST, compose_config
-from tests.test_cli import DDP_QUICK, train_py
 
 QAT = [*FAST, "compress=qat", "model=resnet", "model.depth=8"]
 
@@ -137,7 +135,7 @@ def test_the_report_measures_the_int8_model(qat_run):
         assert after[key] > 0
     # "best" was tested: a checkpoint of a QAT epoch (the float one was no longer eligible).
     best = read_checkpoint(next((output_dir / "checkpoints").glob("epoch001*.ckpt")))
-    assert best["litcompress"]["quantization"] == {"backend": "pt2e"}
+    assert best["litcompress"]["quantization"]["backend"] == "pt2e"
 
 
 def test_the_int8_artifact_reloads_in_a_fresh_process_with_identical_predictions(qat_run, tmp_path):
@@ -161,11 +159,16 @@ def test_the_int8_artifact_reloads_in_a_fresh_process_with_identical_predictions
         expected = load_int8(artifact)(x)
     torch.testing.assert_close(torch.load(tmp_path / "y.pt"), expected, rtol=0, atol=0)
     assert float_layers(torch.export.load(artifact).module()) == []
-    # It is the trained network: close to the fake-quantized best checkpoint it came from.
+    # It is the trained network: on test images it predicts what the fake-quantized best
+    # checkpoint it came from predicts.
+    data = build(compose_config(QAT).data)
+    data.setup("test")
+    images, _ = next(iter(data.test_dataloader()))
     best = next((output_dir / "checkpoints").glob("epoch001*.ckpt"))
     with torch.no_grad():
-        fake_quantized = load_network(best)(x)
-    assert (expected - fake_quantized).abs().max() < 0.15 * fake_quantized.abs().max()
+        int8 = load_int8(artifact)(images).argmax(1)
+        fake_quantized = load_network(best)(images).argmax(1)
+    assert (int8 == fake_quantized).float().mean() >= 0.9
 
 
 def float_layers(graph: torch.fx.GraphModule) -> list[str]:
@@ -215,7 +218,7 @@ def test_fx_backend_saves_an_int8_state_dict_that_reloads(tmp_path):
     artifact = tmp_path / "model_int8.pt"
     assert report["after"]["int8_artifact"] == artifact.name
     saved = torch.load(artifact, weights_only=True)  # no pickled objects
-    assert saved["litcompress"]["quantization"] == {"backend": "fx"}
+    assert saved["litcompress"]["quantization"]["backend"] == "fx"
     net = load_int8(artifact)
     quantized = [m for m in net.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")]
     assert quantized
@@ -226,32 +229,8 @@ def test_fx_backend_saves_an_int8_state_dict_that_reloads(tmp_path):
 
 
 # -- composition -----------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_prune_then_qat_under_ddp_on_two_processes(tmp_path):
-    # Typed in reverse: the techniques' own order applies (prune, then quantize the pruned net).
-    result = train_py(
-        *DDP_QUICK,
-        "model=resnet",
-        "model.depth=8",
-        "compress=[qat,prune]",
-        "compress.prune.start_epoch=0",
-        "compress.qat.start_epoch=1",
-        "trainer.max_epochs=2",
-        f"hydra.run.dir={tmp_path}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
-    counts = set(re.findall(r"Rank \d after pruning step 1: (\d+) parameters", output))
-    assert len(counts) == 1, output[-3000:]
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["compress"] == ["prune", "qat"]
-    assert report["after"]["params"] == int(counts.pop())
-    assert report["before"]["macs"] / report["after"]["macs"] > 3
-    assert report["after"]["int8_artifact"] == "model_int8.pt2"
-    meta = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["litcompress"]
-    assert meta["pruning_history"] and meta["quantization"] == {"backend": "pt2e"}
-    net = load_network(tmp_path / "checkpoints" / "last.ckpt")
-    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+# compress=[prune,qat] under DDP on 2 CPU processes is tested with distillation added, in one run:
+# tests/test_distill.py::test_prune_distill_qat_in_one_command_under_ddp.
 
 
 # -- coverage --------------------------------------------------------------------------------------

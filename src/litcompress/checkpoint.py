@@ -99,7 +99,7 @@ def restore_architecture(
     if wanted_quantization and not quantized:
         from litcompress.compress.qat import prepare
 
-        net = prepare(net, wanted_quantization["backend"], input_shape)
+        net = prepare(net, input_shape=input_shape, **wanted_quantization)
         current["quantization"] = dict(wanted_quantization)
     return net
 

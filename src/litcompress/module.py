@@ -161,14 +161,15 @@ class ClassifierModule(L.LightningModule):
         self.net = net.to(self.device)
         self.rebuild_optimizers()
 
-    def rebuild_optimizers(self) -> None:
+    def rebuild_optimizers(self, state: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Rebuild optimizers and schedulers after the network's parameters were replaced.
 
         Before fitting starts (e.g. in ``Callback.setup``) there is nothing to do: Lightning calls
         :meth:`configure_optimizers` later. Mid-training the old optimizers hold stale tensors, so
-        new ones are built; learning rates and scheduler positions carry over, per-parameter state
-        (e.g. momentum) starts afresh. Under DDP the model is wrapped again so that gradients reach
-        the new parameters.
+        new ones are built; learning rates and scheduler positions carry over. Per-parameter state
+        (momentum, Adam's moments) is taken from ``state`` (parameter name in ``self.net`` -> the
+        optimizer's state entries for it, already reshaped), else it starts afresh. Under DDP the
+        model is wrapped again so that gradients reach the new parameters.
         """
         trainer = self._trainer
         if trainer is None or not trainer.optimizers:
@@ -185,6 +186,18 @@ class ClassifierModule(L.LightningModule):
                 new_group.update({k: v for k, v in old_group.items() if k != "params"})
         for config, old in zip(trainer.lr_scheduler_configs, old_schedulers, strict=True):
             config.scheduler.load_state_dict(old.state_dict())
+        if state:
+            by_id = {id(p): name for name, p in self.net.named_parameters()}
+            for optimizer in trainer.optimizers:
+                for group in optimizer.param_groups:
+                    for param in group["params"]:
+                        entry = state.get(by_id.get(id(param), ""))
+                        if entry is not None:
+                            # Per-weight tensors to the weight's device; step counts stay put.
+                            optimizer.state[param] = {
+                                k: v.to(param.device) if _shaped_like(v, param) else v
+                                for k, v in entry.items()
+                            }
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -200,6 +213,10 @@ class ClassifierModule(L.LightningModule):
 
         meta = checkpoint.get(CHECKPOINT_KEY, {})
         self.net = restore_architecture(self.net, self.checkpoint_extras, meta, self.input_shape)
+
+
+def _shaped_like(value: Any, param: Tensor) -> bool:
+    return torch.is_tensor(value) and value.shape == param.shape
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:

@@ -240,9 +240,10 @@ def deploy(
     A technique that turns the trained network into another artifact (QAT: an int8 model) does so
     here and measures that; otherwise the trained network itself is measured.
     """
-    deployers = [c for c in compression if hasattr(c, "deploy")]
-    if deployers:
-        after = deployers[-1].deploy(
+    for callback in compression:
+        if not hasattr(callback, "deploy"):
+            continue
+        after = callback.deploy(
             module,
             data,
             cfg.paths.output_dir,
@@ -252,7 +253,7 @@ def deploy(
         )
         if after is not None:
             after.extra["trained_test_acc"] = test_acc  # before conversion (e.g. fake-quantized)
-        return after
+            return after
     if not cfg.report.enabled:
         return None
     log.info("Measuring the final network")

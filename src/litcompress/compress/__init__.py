@@ -5,7 +5,8 @@ typed on the command line) and talks to the model only through
 :class:`litcompress.module.ClassifierModule`'s documented entry points.
 """
 
+from litcompress.compress.distill import DistillCallback
 from litcompress.compress.prune import PruneCallback
 from litcompress.compress.qat import QATCallback
 
-__all__ = ["PruneCallback", "QATCallback"]
+__all__ = ["DistillCallback", "PruneCallback", "QATCallback"]

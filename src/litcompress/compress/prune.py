@@ -268,17 +268,23 @@ class PruneCallback(Callback):
             self._step(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
-        pruned = False
-        while (
+        if not self._due(trainer):
+            return
+        done = len(pl_module.checkpoint_extras.get("pruning_history", []))
+        optimizer_state = PrunedOptimizerState(trainer.optimizers, pl_module.net)
+        while self._due(trainer):
+            self._step(trainer, pl_module)
+        history = pl_module.checkpoint_extras["pruning_history"][done:]
+        optimizer_state.prune(history, self._input_shape)
+        pl_module.rebuild_optimizers(state=optimizer_state.state())
+        reset_best_checkpoint(trainer)
+        self._regulariser = None
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        return (
             self.steps_done < self.iterative_steps
             and self.schedule[self.steps_done] <= trainer.current_epoch
-        ):
-            self._step(trainer, pl_module)
-            pruned = True
-        if pruned:
-            pl_module.rebuild_optimizers()
-            reset_best_checkpoint(trainer)
-            self._regulariser = None
+        )
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: ClassifierModule, optimizer: torch.optim.Optimizer
@@ -449,6 +455,55 @@ class PruneCallback(Callback):
                 "steps": self.steps,
             }
         }
+
+
+class PrunedOptimizerState:
+    """Optimizer state sliced the way a pruning step slices the weights.
+
+    Each per-weight state tensor (SGD's momentum, Adam's moments) is copied into a twin of the
+    network in place of its weight; replaying the step's pruning history on the twins slices the
+    state exactly as the weights were sliced, so a mid-training step keeps the optimizer's memory
+    of the channels that stay instead of restarting it from zero. Other entries (Adam's step
+    count) carry over as they are.
+    """
+
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer], net: nn.Module) -> None:
+        names = {id(p): name for name, p in net.named_parameters()}
+        per_key: dict[str, dict[str, torch.Tensor]] = {}
+        self.other: dict[str, dict[str, Any]] = {}
+        for optimizer in optimizers:
+            for param, state in optimizer.state.items():
+                name = names.get(id(param))
+                if name is None:
+                    continue
+                self.other[name] = {}
+                for key, value in state.items():
+                    if torch.is_tensor(value) and value.shape == param.shape:
+                        per_key.setdefault(key, {})[name] = value
+                    else:
+                        self.other[name][key] = value
+        self.twins: dict[str, nn.Module] = {}
+        for key, values in per_key.items():
+            twin = copy.deepcopy(net)
+            with torch.no_grad():
+                for name, param in twin.named_parameters():
+                    param.grad = None
+                    if name in values:
+                        param.copy_(values[name])
+            self.twins[key] = twin
+
+    def prune(self, history: History, input_shape: Sequence[int]) -> None:
+        """Apply pruning ``history`` (the step's entries) to the state."""
+        for twin in self.twins.values():
+            replay_pruning_history(twin, history, input_shape)
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Per parameter name, the state for the pruned parameter."""
+        sliced = {key: dict(twin.named_parameters()) for key, twin in self.twins.items()}
+        state = {}
+        for name, other in self.other.items():
+            state[name] = {**other, **{k: p[name].detach().clone() for k, p in sliced.items()}}
+        return state
 
 
 def _widths(net: nn.Module) -> dict[str, int]:

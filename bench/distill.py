@@ -1,0 +1,122 @@
+"""Knowledge distillation, and the whole pipeline: what distillation wins back, what it all gains.
+
+Measured in this one process, on the generated ``shapes`` data, the same epochs for every run:
+
+1. A teacher: CIFAR ResNet-56 (``--teacher-depth``) trained from scratch.
+2. Students with and without distillation from it (``compress=distill``, alpha 0.5, T 4):
+   a ResNet-20 (``--student-depth``) from scratch, and the teacher pruned at 0.5 and fine-tuned
+   (``init_from`` the teacher, ``compress=prune`` vs ``compress=[prune,distill]``).
+3. The full pipeline from the teacher, ``compress=[prune,distill,qat]``: accuracy, MACs, file size
+   and CPU latency at batch 1 and 32 of the int8 pruned student against the fp32 teacher.
+
+    python bench/distill.py                                        # the README table
+    python bench/distill.py --teacher-depth 20 --student-depth 8 --epochs 4 --num-train 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from litcompress.run import run
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def train(overrides: list[str], output_dir: Path) -> dict:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    run(cfg)
+    return json.loads((output_dir / "report.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--teacher-depth", type=int, default=56)
+    parser.add_argument("--student-depth", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=15, help="epochs of every run")
+    parser.add_argument("--num-train", type=int, default=10000)
+    parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
+    args = parser.parse_args()
+    common = [
+        "data=shapes",
+        f"data.num_train={args.num_train}",
+        "model=resnet",
+        "optim=adam",
+        f"trainer.max_epochs={args.epochs}",
+        "trainer.accelerator=cpu",
+        "~callbacks.progress_bar",
+        "~callbacks.model_summary",
+        f"report.min_run_time_s={args.min_run_time}",
+    ]
+    teacher_net = f"model.depth={args.teacher_depth}"
+    student_net = f"model.depth={args.student_depth}"
+    print(f"threads: {torch.get_num_threads()}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        teacher = train([*common, teacher_net], root / "teacher")
+        ckpt = next((root / "teacher" / "checkpoints").glob("epoch*.ckpt"))
+        distill = ["compress.distill.alpha=0.5", "compress.distill.temperature=4"]
+        runs = {
+            f"ResNet-{args.student_depth} from scratch": [student_net],
+            f"ResNet-{args.student_depth} from scratch + distill": [
+                student_net,
+                "compress=distill",
+                f"compress.distill.teacher_checkpoint={ckpt}",
+                *distill,
+            ],
+            f"ResNet-{args.teacher_depth} pruned 0.5, fine-tuned": [
+                teacher_net,
+                f"init_from={ckpt}",
+                "compress=prune",
+            ],
+            f"ResNet-{args.teacher_depth} pruned 0.5, fine-tuned + distill": [
+                teacher_net,
+                f"init_from={ckpt}",
+                "compress=[prune,distill]",
+                *distill,
+            ],
+            f"ResNet-{args.teacher_depth} prune + distill + int8 QAT": [
+                teacher_net,
+                f"init_from={ckpt}",
+                "compress=[prune,distill,qat]",
+                f"compress.qat.start_epoch={args.epochs * 2 // 3}",
+                *distill,
+            ],
+        }
+        reports = {
+            name: train([*common, *overrides], root / f"run{i}")
+            for i, (name, overrides) in enumerate(runs.items())
+        }
+    ref = teacher["after"]
+    print(
+        f"\n## Distillation on shapes: ResNet-{args.teacher_depth} teacher, {args.epochs} epochs "
+        f"in every run, {args.num_train} training images, Adam\n"
+    )
+    print("| network | test acc | MACs | file (bytes) | latency b1 (ms) | latency b32 (ms) |")
+    print("|---|---|---|---|---|---|")
+    rows = {f"teacher ResNet-{args.teacher_depth} (fp32)": teacher, **reports}
+    for name, report in rows.items():
+        after = report["after"]
+        gain = (after["test_acc"] - ref["test_acc"]) * 100
+        cells = [
+            f"{after['test_acc']:.4f} ({gain:+.2f} pt)",
+            f"{after['macs'] / 1e6:.1f}M ({ref['macs'] / after['macs']:.2f}x fewer)",
+            f"{after['file_bytes']:,}",
+            f"{after['latency_ms_b1']:.2f} ({ref['latency_ms_b1'] / after['latency_ms_b1']:.2f}x)",
+            f"{after['latency_ms_b32']:.1f} "
+            f"({ref['latency_ms_b32'] / after['latency_ms_b32']:.2f}x)",
+        ]
+        print(f"| {name} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
