@@ -16,26 +16,12 @@ Measured in this one process, on the generated ``shapes`` data, the same epochs 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
-from litcompress.run import run
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-
-def train(overrides: list[str], output_dir: Path) -> dict:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    run(cfg)
-    return json.loads((output_dir / "report.json").read_text())
+from _runs import shapes_run, train
 
 
 def main() -> None:
@@ -46,17 +32,7 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=10000)
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
     args = parser.parse_args()
-    common = [
-        "data=shapes",
-        f"data.num_train={args.num_train}",
-        "model=resnet",
-        "optim=adam",
-        f"trainer.max_epochs={args.epochs}",
-        "trainer.accelerator=cpu",
-        "~callbacks.progress_bar",
-        "~callbacks.model_summary",
-        f"report.min_run_time_s={args.min_run_time}",
-    ]
+    common = [*shapes_run(args.num_train, args.min_run_time), f"trainer.max_epochs={args.epochs}"]
     teacher_net = f"model.depth={args.teacher_depth}"
     student_net = f"model.depth={args.student_depth}"
     print(f"threads: {torch.get_num_threads()}\n")

@@ -17,22 +17,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import tempfile
 from pathlib import Path
 
 import torch
 import torch_pruning as tp
-from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelPruning
-from omegaconf import open_dict
 
+from _runs import shapes_run, train
 from litcompress.compress.prune import after_pruning, graph_options
 from litcompress.models import CifarResNet, find_classifier, torchvision_classifier
 from litcompress.report import count_macs, count_params, measure_latency_ms
-from litcompress.run import run
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SHAPE = (3, 32, 32)
 
 
@@ -86,16 +82,9 @@ def accuracy(depth: int, epochs: int, num_train: int, min_run_time_s: float) -> 
         f"{num_train} training images, Adam\n"
     )
     common = [
-        "data=shapes",
-        f"data.num_train={num_train}",
-        "model=resnet",
+        *shapes_run(num_train, min_run_time_s),
         f"model.depth={depth}",
-        "optim=adam",
         f"trainer.max_epochs={epochs}",
-        "trainer.accelerator=cpu",
-        "~callbacks.progress_bar",
-        "~callbacks.model_summary",
-        f"report.min_run_time_s={min_run_time_s}",
     ]
     prune_epoch = epochs // 3
 
@@ -120,12 +109,9 @@ def accuracy(depth: int, epochs: int, num_train: int, min_run_time_s: float) -> 
     print("|---|---|---|---|---|---|")
     reference = None
     for name, (overrides, extra) in rows.items():
-        with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(CONF_DIR), "1.3"):
-            cfg = compose("train", overrides=[*common, *overrides])
-            with open_dict(cfg):
-                cfg.paths.output_dir = tmp
-            run(cfg, extra_callbacks=[extra()] if extra else None)
-            after = json.loads((Path(tmp) / "report.json").read_text())["after"]
+        with tempfile.TemporaryDirectory() as tmp:
+            extra_callbacks = [extra()] if extra else None
+            after = train([*common, *overrides], Path(tmp), extra_callbacks)["after"]
             nonzero = after["params"]
             if extra:
                 from litcompress.checkpoint import load_network

@@ -17,14 +17,12 @@ Measured in this one process, on a 2-core CPU by default:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
+from _runs import shapes_run, train
 from litcompress.checkpoint import rebuild_network
 from litcompress.compress.qat import (
     ARTIFACTS,
@@ -35,9 +33,7 @@ from litcompress.compress.qat import (
     save_int8,
 )
 from litcompress.report import measure_latency_ms
-from litcompress.run import run
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SHAPE = (3, 32, 32)
 
 
@@ -91,16 +87,7 @@ def accuracy(depth: int, epochs: int, qat_epochs: int, num_train: int) -> None:
         f"\n## Accuracy on shapes: ResNet-{depth}, fp32 for {epochs} epochs, then QAT "
         f"fine-tuning for {qat_epochs} ({num_train} training images, Adam)\n"
     )
-    common = [
-        "data=shapes",
-        f"data.num_train={num_train}",
-        "model=resnet",
-        f"model.depth={depth}",
-        "optim=adam",
-        "trainer.accelerator=cpu",
-        "~callbacks.progress_bar",
-        "~callbacks.model_summary",
-    ]
+    common = [*shapes_run(num_train), f"model.depth={depth}"]
     with tempfile.TemporaryDirectory() as tmp:
         fp32_dir, qat_dir = Path(tmp) / "fp32", Path(tmp) / "qat"
         fp32 = train([*common, f"trainer.max_epochs={epochs}"], fp32_dir)
@@ -129,15 +116,6 @@ def accuracy(depth: int, epochs: int, qat_epochs: int, num_train: int) -> None:
         f"| {after['test_acc']:.4f} ({(after['test_acc'] - fp32_acc) * 100:+.2f} pt) "
         f"| {after['file_bytes']:,} |"
     )
-
-
-def train(overrides: list[str], output_dir: Path) -> dict:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    run(cfg)
-    return json.loads((output_dir / "report.json").read_text())
 
 
 def main() -> None:

@@ -1,0 +1,43 @@
+"""What the benchmarks share: whole litcompress runs, composed as ``python train.py`` would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import Callback
+from omegaconf import open_dict
+
+from litcompress.run import run
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def shapes_run(num_train: int, min_run_time_s: float | None = None) -> list[str]:
+    """Overrides of a CPU run of a CIFAR ResNet on ``shapes`` with Adam, without the rich UI."""
+    overrides = [
+        "data=shapes",
+        f"data.num_train={num_train}",
+        "model=resnet",
+        "optim=adam",
+        "trainer.accelerator=cpu",
+        "~callbacks.progress_bar",
+        "~callbacks.model_summary",
+    ]
+    if min_run_time_s is not None:
+        overrides.append(f"report.min_run_time_s={min_run_time_s}")
+    return overrides
+
+
+def train(
+    overrides: list[str], output_dir: Path, extra_callbacks: list[Callback] | None = None
+) -> dict[str, Any]:
+    """Run ``python train.py OVERRIDES`` into ``output_dir``; returns its report.json."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    run(cfg, extra_callbacks=extra_callbacks)
+    return json.loads((Path(output_dir) / "report.json").read_text())
