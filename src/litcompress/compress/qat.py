@@ -442,10 +442,10 @@ class QATCallback(Callback):
         self._check_after_pruning(trainer)
         if trainer.ckpt_path or prepared:  # resuming: the checkpoint restores the prepared net
             return
-        # Fail on a network that cannot be traced now, not after the float epochs.
-        prepare(copy.deepcopy(pl_module.net), input_shape=pl_module.input_shape, **self.form)
         if self.start_epoch == 0:
             self._start(trainer, pl_module)
+        else:  # fail on a network that cannot be traced now, not after the float epochs
+            prepare(copy.deepcopy(pl_module.net), input_shape=pl_module.input_shape, **self.form)
 
     def _check_after_pruning(self, trainer: L.Trainer) -> None:
         from litcompress.compress.prune import PruneCallback
