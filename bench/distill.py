@@ -11,11 +11,17 @@ Measured in this one process, on the generated ``shapes`` data, the same epochs 
 
     python bench/distill.py                                        # the README table
     python bench/distill.py --teacher-depth 20 --student-depth 8 --epochs 4 --num-train 2000
+
+``--teacher-run DIR`` takes the teacher from a finished run instead of training it (its
+``report.json`` and best checkpoint; e.g. ``run0`` of ``bench/prune.py --output-dir``, which trains
+the same ResNet-56 with the same options). ``--features layer1,layer2,layer3`` adds feature
+distillation at those layers to every distilled row.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -31,6 +37,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="epochs of every run")
     parser.add_argument("--num-train", type=int, default=10000)
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
+    parser.add_argument("--teacher-run", type=Path, help="a finished run of the teacher")
+    parser.add_argument("--features", help="layers of feature distillation, comma-separated")
     args = parser.parse_args()
     common = [*shapes_run(args.num_train, args.min_run_time), f"trainer.max_epochs={args.epochs}"]
     teacher_net = f"model.depth={args.teacher_depth}"
@@ -38,9 +46,15 @@ def main() -> None:
     print(f"threads: {torch.get_num_threads()}\n")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        teacher = train([*common, teacher_net], root / "teacher")
-        ckpt = next((root / "teacher" / "checkpoints").glob("epoch*.ckpt"))
+        if args.teacher_run:
+            teacher = json.loads((args.teacher_run / "report.json").read_text())
+        else:
+            teacher = train([*common, teacher_net], root / "teacher")
+        teacher_dir = args.teacher_run or root / "teacher"
+        ckpt = next((teacher_dir / "checkpoints").glob("epoch*.ckpt"))
         distill = ["compress.distill.alpha=0.5", "compress.distill.temperature=4"]
+        if args.features:
+            distill.append(f"compress.distill.features=[{args.features}]")
         runs = {
             f"ResNet-{args.student_depth} from scratch": [student_net],
             f"ResNet-{args.student_depth} from scratch + distill": [

@@ -25,6 +25,7 @@ import torch_pruning as tp
 from lightning.pytorch.callbacks import ModelPruning
 
 from _runs import shapes_run, train
+from litcompress.checkpoint import load_network
 from litcompress.compress.prune import after_pruning, graph_options
 from litcompress.models import CifarResNet, find_classifier, torchvision_classifier
 from litcompress.report import count_macs, count_params, measure_latency_ms
@@ -76,7 +77,9 @@ def size_and_speed(min_run_time_s: float) -> None:
         )
 
 
-def accuracy(depth: int, epochs: int, num_train: int, min_run_time_s: float) -> None:
+def accuracy(
+    depth: int, epochs: int, num_train: int, min_run_time_s: float, output_dir: Path
+) -> None:
     print(
         f"\n## Accuracy on shapes: ResNet-{depth}, {epochs} epochs in every row, "
         f"{num_train} training images, Adam\n"
@@ -108,16 +111,14 @@ def accuracy(depth: int, epochs: int, num_train: int, min_run_time_s: float) -> 
     print("| model | test acc | MACs | params (nonzero) | latency b1 (ms) | latency b32 (ms) |")
     print("|---|---|---|---|---|---|")
     reference = None
-    for name, (overrides, extra) in rows.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            extra_callbacks = [extra()] if extra else None
-            after = train([*common, *overrides], Path(tmp), extra_callbacks)["after"]
-            nonzero = after["params"]
-            if extra:
-                from litcompress.checkpoint import load_network
-
-                net = load_network(Path(tmp) / "checkpoints" / "last.ckpt")
-                nonzero = sum(int((p != 0).sum()) for p in net.parameters())
+    for i, (name, (overrides, extra)) in enumerate(rows.items()):
+        run_dir = output_dir / f"run{i}"
+        extra_callbacks = [extra()] if extra else None
+        after = train([*common, *overrides], run_dir, extra_callbacks)["after"]
+        nonzero = after["params"]
+        if extra:
+            net = load_network(run_dir / "checkpoints" / "last.ckpt")
+            nonzero = sum(int((p != 0).sum()) for p in net.parameters())
         reference = reference or after
         print(
             f"| {name} | {after['test_acc']:.4f} "
@@ -138,11 +139,19 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=10000)
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument(
+        "--output-dir", type=Path, help="keep the accuracy runs here (default: a temporary folder)"
+    )
     args = parser.parse_args()
     print(f"threads: {torch.get_num_threads()}\n")
     size_and_speed(args.min_run_time)
-    if not args.skip_accuracy:
-        accuracy(args.depth, args.epochs, args.num_train, args.min_run_time)
+    if args.skip_accuracy:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        output_dir = args.output_dir or Path(tmp)
+        accuracy(args.depth, args.epochs, args.num_train, args.min_run_time, output_dir)
+    if args.output_dir:
+        print(f"\nruns in {output_dir}: run0 unpruned, run1 litcompress, run2 ModelPruning")
 
 
 if __name__ == "__main__":

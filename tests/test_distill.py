@@ -134,6 +134,7 @@ def test_prune_distill_qat_in_one_command_under_ddp(teacher, tmp_path):
         *MODEL,
         f"init_from={teacher}",
         "compress=[qat,distill,prune]",
+        "compress.distill.features=[layer3]",
         "compress.prune.start_epoch=0",
         "compress.qat.start_epoch=1",
         "trainer.max_epochs=2",
@@ -156,6 +157,128 @@ def test_prune_distill_qat_in_one_command_under_ddp(teacher, tmp_path):
     assert meta["pruning_history"] and meta["quantization"] and meta["distill_teacher"]
 
 
+class AdapterProbe(Callback):
+    """Records the feature adapters while training and what the module holds afterwards."""
+
+    def __init__(self) -> None:
+        self.widths: list[list[int]] = []
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def on_train_start(self, trainer, pl_module):
+        self.start_state = _adapter_state(pl_module)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # After the techniques' own epoch-start work (extra callbacks come last).
+        self.adapter_state_kept = _optimizer_holds(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        term = pl_module.loss_terms.get("feature_loss")
+        if term is not None:
+            self.widths.append([(a.weight.shape[1], a.weight.shape[0]) for a in term.adapters])
+            self.states.append(_adapter_state(pl_module))
+            optimized = {
+                id(p) for o in trainer.optimizers for g in o.param_groups for p in g["params"]
+            }
+            self.adapters_optimized = all(id(p) in optimized for p in term.parameters())
+            self.student_widths = [
+                pl_module.net.get_submodule(f"{name}.0.conv1").out_channels
+                for name in ("layer2", "layer3")
+            ]
+
+    def on_fit_end(self, trainer, pl_module):
+        self.loss_modules_after_fit = list(pl_module.loss_modules)
+
+
+def _adapter_state(pl_module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in pl_module.loss_modules.state_dict().items()}
+
+
+def _optimizer_holds(trainer, pl_module) -> bool:
+    term = pl_module.loss_terms.get("feature_loss")
+    state = trainer.optimizers[0].state if trainer.optimizers else {}
+    return term is not None and all(p in state for p in term.parameters())
+
+
+def test_features_are_distilled_through_adapters_that_follow_pruning(teacher, tmp_path):
+    probe = AdapterProbe()
+    overrides = [
+        *FAST,
+        *MODEL,
+        f"init_from={teacher}",
+        "compress=[prune,distill]",
+        "compress.prune.start_epoch=0",
+        "compress.distill.features=[layer2,layer3]",
+    ]
+    run(compose_config(overrides, tmp_path), extra_callbacks=[probe])
+    # The adapters map the pruned student's widths (each stage's, halved) to the teacher's.
+    assert probe.student_widths == [16, 32]
+    assert probe.widths[0] == [(16, 32), (32, 64)]
+    assert probe.adapters_optimized
+    # They were trained, and are gone once training ends: the report measures the student alone.
+    assert any(not torch.equal(probe.start_state[k], v) for k, v in probe.states[-1].items())
+    assert probe.loss_modules_after_fit == []
+    report = json.loads((tmp_path / "report.json").read_text())
+    net = load_network(tmp_path / "checkpoints" / "last.ckpt")
+    assert report["after"]["params"] == sum(p.numel() for p in net.parameters())
+    assert report["distill"]["features"] == {"layer2": "layer2", "layer3": "layer3"}
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"train/kd_loss", "train/ce_loss", "train/feature_loss"} <= set(events.Tags()["scalars"])
+    # The checkpoint keeps the adapters (a resumed run needs them), never the teacher.
+    weights = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
+    adapters = {k for k in weights if k.startswith("loss_modules.feature_loss.adapters.")}
+    assert adapters and all(k.startswith("net.") for k in set(weights) - adapters)
+
+    # Resumed, the run continues with the checkpoint's adapters (at the pruned widths).
+    resumed = AdapterProbe()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    overrides = [o for o in overrides if not o.startswith("init_from")]
+    overrides += [f"ckpt_path={last}", "trainer.max_epochs=3"]
+    run(compose_config(overrides, tmp_path / "resumed"), extra_callbacks=[resumed])
+    for key, value in resumed.start_state.items():
+        torch.testing.assert_close(value, weights[f"loss_modules.{key}"], rtol=0, atol=0)
+    assert resumed.widths == [[(16, 32), (32, 64)]]
+
+
+def test_an_adapter_whose_width_survives_a_pruning_step_keeps_its_optimizer_state(
+    teacher, tmp_path
+):
+    # The classifier is never pruned: the adapter on its output keeps its width and its state.
+    probe = AdapterProbe()
+    overrides = [
+        *FAST,
+        *MODEL,
+        f"init_from={teacher}",
+        "compress=[prune,distill]",
+        "compress.prune.start_epoch=1",
+        "compress.distill.features=[fc]",
+        "report.enabled=false",
+    ]
+    run(compose_config(overrides, tmp_path), extra_callbacks=[probe])
+    assert probe.adapter_state_kept  # checked right after the step at epoch 1
+
+
+def test_features_end_when_quantization_aware_training_starts(teacher, tmp_path):
+    overrides = [
+        *FAST,
+        *MODEL,
+        f"init_from={teacher}",
+        "compress=[distill,qat]",
+        "compress.qat.backend=fx",
+        "compress.distill.features=[layer3]",
+        "report.enabled=false",
+    ]
+    probe = AdapterProbe()
+    run(compose_config([*overrides, "compress.qat.start_epoch=1"], tmp_path), [probe])
+    assert len(probe.widths) == 1  # epoch 0 only; the logits went on teaching
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/feature_loss")] != []
+    assert len(events.Scalars("train/kd_loss")) == 2 > len(events.Scalars("train/feature_loss"))
+    with pytest.raises(ConfigError, match=r"lost these layers before training began"):
+        run(compose_config([*overrides, "compress.qat.start_epoch=0"], tmp_path / "at_once"))
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -166,6 +289,19 @@ def test_prune_distill_qat_in_one_command_under_ddp(teacher, tmp_path):
         (
             ["data=shapes", "data.num_train=64", "compress.distill.teacher_checkpoint=TEACHER"],
             r"in_channels=1, the student has in_channels=3",
+        ),
+        (
+            ["compress.distill.features=[layer9]", "init_from=TEACHER"],
+            r"the teacher has no layer layer9\. Its layers: conv1, bn1, ",
+        ),
+        (
+            ["compress.distill.features={layer1:layer3}", "init_from=TEACHER"],
+            r"student's layer1 gives features of shape \(16, 8, 8\), the teacher's layer3 of "
+            r"shape \(64, 2, 2\)",
+        ),
+        (
+            ["compress.distill.features=[fc]", "compress.distill.feature_weight=0"],
+            r"feature_weight=0 must be > 0",
         ),
     ],
 )

@@ -17,7 +17,7 @@ from litcompress.checkpoint import load_network, read_checkpoint
 from litcompress.compress.prune import PruneCallback, PrunedOptimizerState
 from litcompress.errors import ConfigError
 from litcompress.models import CifarResNet
-from litcompress.run import run
+from litcompress.run import build, build_compression, build_module, run
 from tests.conftest import FAST
 
 PRUNE = [*FAST, "compress=prune"]
@@ -167,6 +167,28 @@ def test_resume_continues_an_iterative_schedule(make_config, tmp_path):
             "pruning_history"
         ]
     )
+
+
+def test_a_resume_the_callbacks_were_not_told_of_keeps_the_checkpoints_form(make_config, tmp_path):
+    # Lightning itself resuming (SLURM's requeue): setup prunes the fresh network another way,
+    # then the checkpoint's architecture must win.
+    train(make_config, "compress.prune.start_epoch=0", output_dir=tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    overrides = [
+        "compress.prune.start_epoch=0",
+        "compress.prune.ratio=0.25",
+        "trainer.max_epochs=3",
+    ]
+    cfg = make_config(*PRUNE, *overrides, output_dir=tmp_path / "resumed")
+    data = build(cfg.data)
+    module = build_module(cfg, data)
+    trainer = build(
+        cfg.trainer, callbacks=build_compression(cfg), logger=False, enable_checkpointing=False
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=last, weights_only=True)
+    assert trainer.current_epoch == 3
+    expected = load_network(last)
+    assert [p.shape for p in module.net.parameters()] == [p.shape for p in expected.parameters()]
 
 
 def test_init_from_a_pruned_checkpoint(make_config, tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import lightning as L
@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+from litcompress.errors import ConfigError
 
 # The checkpoint key under which litcompress records what it needs to rebuild the network.
 CHECKPOINT_KEY = "litcompress"
@@ -30,9 +32,13 @@ class ClassifierModule(L.LightningModule):
     * :meth:`replace_network` (or an in-place reshape of ``self.net`` followed by
       :meth:`rebuild_optimizers`) swaps the network at any point, also mid-training and under DDP;
       optimizers and schedulers are rebuilt over the new parameters and keep their position.
-    * :attr:`loss_terms` (name -> :class:`LossTerm`) adds terms to the training loss, each logged as
-      ``train/<name>``; :attr:`ce_weight` scales the cross-entropy term (e.g. ``1 - alpha`` for
-      distillation).
+    * :meth:`add_loss_term` adds a term to the training loss, logged as ``train/<name>``;
+      :attr:`ce_weight` scales the cross-entropy term (e.g. ``1 - alpha`` for distillation). A
+      term that is an ``nn.Module`` with parameters (e.g. distillation adapters) is trained with
+      the network and saved in checkpoints so that a run resumes, but is no part of the network
+      that is measured and deployed. If it has a ``follow(net) -> bool`` method, that is called
+      whenever the network changes form (pruning, quantization, a checkpoint's architecture) to
+      fit the term to it; ``False`` removes the term.
 
     Args:
         net: the network, mapping images to logits.
@@ -75,6 +81,9 @@ class ClassifierModule(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
         self.loss_terms: dict[str, LossTerm] = {}
+        # The loss terms that are modules (trainable ones): registered so that they are optimized,
+        # moved to the device, synchronized under DDP and checkpointed.
+        self.loss_modules = nn.ModuleDict()
         self.ce_weight = 1.0
         # Prefix of test metrics: "test", or "before" when evaluating the network as it enters.
         self.test_prefix = "test"
@@ -107,6 +116,29 @@ class ClassifierModule(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
+    def add_loss_term(self, name: str, term: LossTerm) -> None:
+        """Add ``term`` to the training loss, logged as ``train/<name>``."""
+        self.loss_terms[name] = term
+        if isinstance(term, nn.Module):
+            self.loss_modules[name] = term
+
+    def remove_loss_term(self, name: str) -> None:
+        """Remove a loss term (and its parameters, if it has any) from the module."""
+        self.loss_terms.pop(name, None)
+        if name in self.loss_modules:
+            del self.loss_modules[name]
+
+    def follow_network(self) -> None:
+        """Fit the loss modules to the network's current form (see the class docstring)."""
+        for name, term in list(self.loss_modules.items()):
+            if hasattr(term, "follow") and not term.follow(self.net):
+                self.remove_loss_term(name)
+
+    def configure_model(self) -> None:
+        # After every callback's setup (which may have pruned or quantized the network) and before
+        # a checkpoint is restored, DDP wraps the module and the optimizers are built.
+        self.follow_network()
+
     def on_train_start(self) -> None:
         # Sanity-check batches must not count towards the best validation accuracy.
         self.val_acc_best.reset()
@@ -130,9 +162,14 @@ class ClassifierModule(L.LightningModule):
         self.log(f"{self.test_prefix}/acc", self.test_acc, on_epoch=True)
 
     # -- optimizers -------------------------------------------------------------------------------
+    def parameters_to_train(self) -> Iterator[nn.Parameter]:
+        """The network's parameters, then those of the loss modules."""
+        yield from self.net.parameters()
+        yield from self.loss_modules.parameters()
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters, split into decayed and non-decayed groups if configured."""
-        params = [p for p in self.net.parameters() if p.requires_grad]
+        params = [p for p in self.parameters_to_train() if p.requires_grad]
         if not self.no_decay_norm_and_bias:
             return [{"params": params}]
         return [
@@ -168,13 +205,16 @@ class ClassifierModule(L.LightningModule):
         :meth:`configure_optimizers` later. Mid-training the old optimizers hold stale tensors, so
         new ones are built; learning rates and scheduler positions carry over. Per-parameter state
         (momentum, Adam's moments) is taken from ``state`` (parameter name in ``self.net`` -> the
-        optimizer's state entries for it, already reshaped), else it starts afresh. Under DDP the
-        model is wrapped again so that gradients reach the new parameters.
+        optimizer's state entries for it, already reshaped); parameters that are still the same
+        objects keep theirs; others start afresh. Under DDP the model is wrapped again so that
+        gradients reach the new parameters. Loss modules follow the network first.
         """
+        self.follow_network()
         trainer = self._trainer
         if trainer is None or not trainer.optimizers:
             return
         old_optimizers = trainer.optimizers
+        kept = {id(p): entry for o in old_optimizers for p, entry in o.state.items()}
         old_schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
         strategy = trainer.strategy
         if strategy.model is not self and hasattr(strategy, "configure_ddp"):
@@ -186,18 +226,17 @@ class ClassifierModule(L.LightningModule):
                 new_group.update({k: v for k, v in old_group.items() if k != "params"})
         for config, old in zip(trainer.lr_scheduler_configs, old_schedulers, strict=True):
             config.scheduler.load_state_dict(old.state_dict())
-        if state:
-            by_id = {id(p): name for name, p in self.net.named_parameters()}
-            for optimizer in trainer.optimizers:
-                for group in optimizer.param_groups:
-                    for param in group["params"]:
-                        entry = state.get(by_id.get(id(param), ""))
-                        if entry is not None:
-                            # Per-weight tensors to the weight's device; step counts stay put.
-                            optimizer.state[param] = {
-                                k: v.to(param.device) if _shaped_like(v, param) else v
-                                for k, v in entry.items()
-                            }
+        names = {id(p): name for name, p in self.net.named_parameters()}
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    entry = (state or {}).get(names.get(id(param), "")) or kept.get(id(param))
+                    if entry is not None:
+                        # Per-weight tensors to the weight's device; step counts stay put.
+                        optimizer.state[param] = {
+                            k: v.to(param.device) if _shaped_like(v, param) else v
+                            for k, v in entry.items()
+                        }
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -209,10 +248,35 @@ class ClassifierModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Runs before the weights are loaded: give the network the checkpoint's architecture.
-        from litcompress.checkpoint import restore_architecture
+        from litcompress.checkpoint import (
+            ARCHITECTURE_KEYS,
+            architecture,
+            rebuild_network,
+            restore_architecture,
+        )
 
         meta = checkpoint.get(CHECKPOINT_KEY, {})
-        self.net = restore_architecture(self.net, self.checkpoint_extras, meta, self.input_shape)
+        extras = self.checkpoint_extras
+        try:
+            self.net = restore_architecture(self.net, extras, meta, self.input_shape)
+        except ConfigError:
+            if not self.model_config:
+                raise
+            # Compressed in this process in another way (e.g. a run resumed without telling its
+            # callbacks, as SLURM's requeue does): rebuild it in the checkpoint's form.
+            self.net = rebuild_network(self.model_config, meta)
+            for key in ARCHITECTURE_KEYS:
+                extras.pop(key, None)
+            extras.update(architecture(meta))
+        self.follow_network()
+        # Loss modules load their saved state when they exist (a resumed run); a run that has
+        # none (testing, or the loss ended) ignores theirs, and new ones start afresh.
+        weights = checkpoint["state_dict"]
+        own = {f"loss_modules.{k}": v for k, v in self.loss_modules.state_dict().items()}
+        for key in [k for k in weights if k.startswith("loss_modules.") and k not in own]:
+            del weights[key]
+        for key, value in own.items():
+            weights.setdefault(key, value)
 
 
 def _shaped_like(value: Any, param: Tensor) -> bool:

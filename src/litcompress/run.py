@@ -203,7 +203,10 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
             before = measure(module.net, data.input_shape, before_acc, cfg.report.min_run_time_s)
             report_callback.before = before.to_dict()
 
-    trainer.fit(module, datamodule=data, ckpt_path=cfg.ckpt_path, weights_only=True)
+    # Set before fit (not passed to it) so that the callbacks' setup knows the run resumes.
+    trainer.ckpt_path = cfg.ckpt_path
+    trainer.fit(module, datamodule=data, weights_only=True)
+    trainer.ckpt_path = None
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
     test_acc = None

@@ -6,12 +6,18 @@ network: ``teacher_checkpoint``, or by default the network as it enters the run 
 copied before pruning or quantization change the student. It runs in eval mode without gradients
 on the student's device, is never in the optimizer and never saved in the student's checkpoints:
 they record where it came from.
+
+Optionally the student also learns the teacher's intermediate features at named layers (FitNets,
+Romero et al., 2015): a small trained adapter (a 1x1 convolution, or a linear layer for tokens)
+maps each student feature to the teacher's width, and ``feature_weight`` times their mean squared
+error is added to the loss. The adapters are dropped when training ends.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,9 @@ class DistillCallback(Callback):
             teacher comes from, recorded in checkpoints and reloaded when a run resumes.
         ckpt_path: the run's ``ckpt_path`` (set by the config): a resumed run without a teacher
             option finds its teacher in the checkpoint's record.
+        features: layers whose features the student learns: names present in both networks
+            (``[layer2, layer3]``), or a mapping from student layer to teacher layer.
+        feature_weight: weight of the feature term (mean squared error after the adapters).
     """
 
     # First: the default teacher is the student before pruning or quantization change it.
@@ -53,7 +62,16 @@ class DistillCallback(Callback):
         temperature: float = 4.0,
         init_from: str | None = None,
         ckpt_path: str | None = None,
+        features: Sequence[str] | Mapping[str, str] | str | None = None,
+        feature_weight: float = 1.0,
     ) -> None:
+        self.features = _layer_pairs(features)
+        if self.features and feature_weight <= 0:
+            raise ConfigError(
+                f"compress.distill.feature_weight={feature_weight} must be > 0 (1.0 weighs the "
+                f"features' mean squared error like the cross-entropy)."
+            )
+        self.feature_weight = feature_weight
         if not 0.0 < alpha <= 1.0:
             raise ConfigError(
                 f"compress.distill.alpha={alpha} must be in (0, 1]: the weight of the "
@@ -78,24 +96,33 @@ class DistillCallback(Callback):
         option = "compress.distill.teacher_checkpoint" if teacher_checkpoint else "init_from"
         self.teacher_path = str(require_file(teacher_checkpoint or init_from, option))
         self.from_checkpoint = teacher_checkpoint is not None
+        self.resuming = ckpt_path is not None
         self.alpha = alpha
         self.temperature = temperature
         self.teacher: nn.Module | None = None
         self.teacher_val_acc: float | None = None
+        self.feature_loss: FeatureDistillation | None = None
+        self._taught: tuple[Tensor, Tensor] | None = None  # (inputs, teacher logits) of the step
 
     # -- the teacher ------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: ClassifierModule, stage: str) -> None:
         if stage != "fit":
             return
-        if self.from_checkpoint or trainer.ckpt_path:
+        if self.from_checkpoint or self.resuming:
             # Resuming, the student has moved on: the teacher comes back from its file.
             teacher = self._load_teacher(pl_module)
         else:
             teacher = copy.deepcopy(pl_module.net)
         self.teacher = teacher.eval().requires_grad_(False)
-        pl_module.loss_terms["kd_loss"] = self.distillation_loss
+        pl_module.add_loss_term("kd_loss", self.distillation_loss)
         pl_module.ce_weight = 1.0 - self.alpha
         pl_module.checkpoint_extras["distill_teacher"] = self.teacher_path
+        if self.features:
+            self.feature_loss = FeatureDistillation(
+                self.features, self.feature_weight, self.teacher, self._teach, pl_module.input_shape
+            )
+            self.feature_loss.follow(pl_module.net)
+            pl_module.add_loss_term("feature_loss", self.feature_loss)
 
     def _load_teacher(self, pl_module: ClassifierModule) -> nn.Module:
         from litcompress.checkpoint import load_network, read_checkpoint
@@ -116,6 +143,15 @@ class DistillCallback(Callback):
         self.teacher.to(pl_module.device)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
+        if self.feature_loss is not None and "feature_loss" not in pl_module.loss_terms:
+            if trainer.global_step == 0:
+                raise ConfigError(
+                    f"compress.distill.features={list(self.features)}: the student lost these "
+                    f"layers before training began (a network prepared for quantization-aware "
+                    f"training has no named layers). Start QAT later (compress.qat.start_epoch) so "
+                    f"that features are distilled before it, or drop compress.distill.features."
+                )
+            self.feature_loss = None  # resumed after the features ended
         if self.teacher_val_acc is None and trainer.datamodule is not None:
             self.teacher_val_acc = self._evaluate(trainer, pl_module)
             log.info("Teacher validation accuracy: %.4f", self.teacher_val_acc)
@@ -133,11 +169,36 @@ class DistillCallback(Callback):
         # Every rank saw the whole validation split: nothing to gather.
         return float(accuracy.compute()) if accuracy.update_count else float("nan")
 
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: ClassifierModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.feature_loss is not None and "feature_loss" in pl_module.loss_terms:
+            self.feature_loss.capture()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: ClassifierModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        if self.feature_loss is not None:
+            self.feature_loss.release()
+        self._taught = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
+        # The adapters served training only: the network that is tested and deployed has none.
+        if self.feature_loss is not None:
+            self.feature_loss.release()
+            pl_module.remove_loss_term("feature_loss")
+
     # -- the loss ---------------------------------------------------------------------------------
+    def _teach(self, inputs: Tensor) -> Tensor:
+        """The teacher's logits for ``inputs``, computed once per training step."""
+        if self._taught is None or self._taught[0] is not inputs:
+            with torch.no_grad():
+                self._taught = (inputs, self.teacher(inputs))
+        return self._taught[1]
+
     def distillation_loss(self, inputs: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
         """``alpha * T^2 * KL(teacher || student)`` on softened logits (a ClassifierModule term)."""
-        with torch.no_grad():
-            teacher_logits = self.teacher(inputs)
+        teacher_logits = self._teach(inputs)
         t = self.temperature
         kl = F.kl_div(
             F.log_softmax(logits / t, dim=1),
@@ -168,5 +229,177 @@ class DistillCallback(Callback):
                 "teacher_val_acc": self.teacher_val_acc,
                 "alpha": self.alpha,
                 "temperature": self.temperature,
+                **(
+                    {"features": self.features, "feature_weight": self.feature_weight}
+                    if self.features
+                    else {}
+                ),
             }
         }
+
+
+def _layer_pairs(features: Sequence[str] | Mapping[str, str] | str | None) -> dict[str, str]:
+    """``features`` as student layer -> teacher layer."""
+    if not features:
+        return {}
+    if isinstance(features, str):
+        features = [features]
+    if isinstance(features, Mapping):
+        return {str(k): str(v) for k, v in features.items()}
+    return {str(name): str(name) for name in features}
+
+
+class FeatureDistillation(nn.Module):
+    """The feature term: adapters from student to teacher features, and their mean squared error.
+
+    A trainable loss term of :class:`ClassifierModule` (optimized with the student, saved in its
+    checkpoints so that a run resumes). It follows the student's form: when pruning changes the
+    width of a layer, that layer's adapter starts afresh at the new width; when the student loses
+    its named layers (prepared for quantization-aware training), the term ends.
+
+    Args:
+        layers: student layer name -> teacher layer name.
+        weight: factor of the mean (over layers) of the squared errors.
+        teacher: the frozen teacher; hooks on its layers record their outputs.
+        teach: runs the teacher on a batch, once per step (the features are recorded then).
+        input_shape: ``(channels, height, width)`` of one image, to probe the feature shapes.
+    """
+
+    def __init__(
+        self,
+        layers: dict[str, str],
+        weight: float,
+        teacher: nn.Module,
+        teach: Callable[[Tensor], Tensor],
+        input_shape: tuple[int, ...],
+    ) -> None:
+        super().__init__()
+        self.layers = layers
+        self.weight = weight
+        self.teach = teach
+        self.input_shape = input_shape
+        self.adapters = nn.ModuleList()
+        self._teacher_features: dict[str, Tensor] = {}
+        self._student_features: dict[str, Tensor] = {}
+        self._student_layers: dict[str, nn.Module] = {}
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self.teacher_shapes = _probe(teacher, list(layers.values()), input_shape, "teacher")
+        for name in layers.values():
+            teacher.get_submodule(name).register_forward_hook(
+                _recorder(self._teacher_features, name)
+            )
+
+    def follow(self, net: nn.Module) -> bool:
+        """Fit the adapters to the student ``net``; ``False`` once it has no such layers."""
+        missing = [name for name in self.layers if not _has_layer(net, name)]
+        if missing:
+            log.info(
+                "Feature distillation ends: the student has no layer %s any more (quantization-"
+                "aware networks have no named layers); distillation from the logits goes on.",
+                ", ".join(missing),
+            )
+            self.release()
+            return False
+        shapes = _probe(net, list(self.layers), self.input_shape, "student")
+        device = next(net.parameters()).device
+        for index, (name, teacher_name) in enumerate(self.layers.items()):
+            adapter = _adapter(name, shapes[name], teacher_name, self.teacher_shapes[teacher_name])
+            if index == len(self.adapters):
+                self.adapters.append(adapter.to(device))
+            elif _in_width(self.adapters[index]) != _in_width(adapter):
+                log.info("Feature adapter of %s restarts at width %d", name, _in_width(adapter))
+                self.adapters[index] = adapter.to(device)
+        self._student_layers = {name: net.get_submodule(name) for name in self.layers}
+        return True
+
+    def capture(self) -> None:
+        """Record the student's features during the next forward pass."""
+        self._hooks = [
+            layer.register_forward_hook(_recorder(self._student_features, name))
+            for name, layer in self._student_layers.items()
+        ]
+
+    def release(self) -> None:
+        """Stop recording the student's features."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self._student_features.clear()
+
+    def forward(self, inputs: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
+        self.teach(inputs)
+        student, teacher = self._student_features, self._teacher_features
+        pairs = zip(self.adapters, self.layers.items(), strict=True)
+        errors = [F.mse_loss(adapter(student[s]), teacher[t]) for adapter, (s, t) in pairs]
+        return self.weight * torch.stack(errors).mean()
+
+
+def _has_layer(net: nn.Module, name: str) -> bool:
+    try:
+        net.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _recorder(store: dict[str, Tensor], name: str) -> Callable[..., None]:
+    def record(module: nn.Module, args: Any, output: Any) -> None:
+        store[name] = output
+
+    return record
+
+
+def _probe(
+    net: nn.Module, names: list[str], input_shape: tuple[int, ...], role: str
+) -> dict[str, torch.Size]:
+    """The output shapes of ``net``'s layers ``names`` for a batch of 2 (in eval mode)."""
+    missing = [name for name in names if not _has_layer(net, name)]
+    if missing:
+        layers = [n for n, _ in net.named_modules() if n]
+        raise ConfigError(
+            f"compress.distill.features: the {role} has no layer {', '.join(missing)}. Its "
+            f"layers: {', '.join(layers[:40])}{' ...' if len(layers) > 40 else ''}."
+        )
+    outputs: dict[str, Any] = {}
+    hooks = [net.get_submodule(n).register_forward_hook(_recorder(outputs, n)) for n in names]
+    modes = {module: module.training for module in net.modules()}
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(2, *input_shape, device=next(net.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module, mode in modes.items():
+            module.training = mode
+    for name, output in outputs.items():
+        if not torch.is_tensor(output):
+            raise ConfigError(
+                f"compress.distill.features: the {role}'s layer {name} outputs a "
+                f"{type(output).__name__}, not a tensor. Name a layer (or block) whose output is "
+                f"a tensor of features."
+            )
+    return {name: output.shape for name, output in outputs.items()}
+
+
+def _adapter(
+    name: str, shape: torch.Size, teacher_name: str, teacher_shape: torch.Size
+) -> nn.Module:
+    """A 1x1 convolution (images) or linear layer (vectors, tokens) from student to teacher."""
+    same_layout = len(shape) == len(teacher_shape) and (
+        shape[2:] == teacher_shape[2:] if len(shape) == 4 else shape[:-1] == teacher_shape[:-1]
+    )
+    if len(shape) not in (2, 3, 4) or not same_layout:
+        raise ConfigError(
+            f"compress.distill.features: the student's {name} gives features of shape "
+            f"{tuple(shape[1:])}, the teacher's {teacher_name} of shape "
+            f"{tuple(teacher_shape[1:])}: "
+            f"only the channels (the last dimension of tokens) may differ. Pair layers at the "
+            f"same resolution."
+        )
+    if len(shape) == 4:
+        return nn.Conv2d(shape[1], teacher_shape[1], kernel_size=1)
+    return nn.Linear(shape[-1], teacher_shape[-1])
+
+
+def _in_width(adapter: nn.Module) -> int:
+    return adapter.in_channels if isinstance(adapter, nn.Conv2d) else adapter.in_features
