@@ -135,8 +135,9 @@ class ClassifierModule(L.LightningModule):
                 self.remove_loss_term(name)
 
     def configure_model(self) -> None:
-        # After every callback's setup (which may have pruned or quantized the network) and before
-        # a checkpoint is restored, DDP wraps the module and the optimizers are built.
+        # Called after every callback's setup (which may have pruned or quantized the network),
+        # before a checkpoint is restored, DDP wraps the module and the optimizers are built: the
+        # loss modules take their shapes for this network now.
         self.follow_network()
 
     def on_train_start(self) -> None:
