@@ -87,6 +87,8 @@ def main() -> None:
             for i, (name, overrides) in enumerate(runs.items())
         }
     ref = teacher["after"]
+    if args.teacher_run:
+        print(f"\nThe teacher (and its row): the run in {args.teacher_run}, with its own data.")
     print(
         f"\n## Distillation on shapes: ResNet-{args.teacher_depth} teacher, {args.epochs} epochs "
         f"in every run, {args.num_train} training images, Adam\n"
