@@ -275,7 +275,7 @@ def test_features_end_when_quantization_aware_training_starts(teacher, tmp_path)
     events.Reload()
     assert [e.step for e in events.Scalars("train/feature_loss")] != []
     assert len(events.Scalars("train/kd_loss")) == 2 > len(events.Scalars("train/feature_loss"))
-    with pytest.raises(ConfigError, match=r"lost these layers before training began"):
+    with pytest.raises(ConfigError, match=r"student has no layer layer3.*start QAT later"):
         run(compose_config([*overrides, "compress.qat.start_epoch=0"], tmp_path / "at_once"))
 
 
@@ -293,6 +293,10 @@ def test_features_end_when_quantization_aware_training_starts(teacher, tmp_path)
         (
             ["compress.distill.features=[layer9]", "init_from=TEACHER"],
             r"the teacher has no layer layer9\. Its layers: conv1, bn1, ",
+        ),
+        (
+            ["compress.distill.features={layer9:layer3}", "init_from=TEACHER"],
+            r"the student has no layer layer9\. Its layers: conv1, bn1, ",
         ),
         (
             ["compress.distill.features={layer1:layer3}", "init_from=TEACHER"],

@@ -96,7 +96,6 @@ class DistillCallback(Callback):
         option = "compress.distill.teacher_checkpoint" if teacher_checkpoint else "init_from"
         self.teacher_path = str(require_file(teacher_checkpoint or init_from, option))
         self.from_checkpoint = teacher_checkpoint is not None
-        self.resuming = ckpt_path is not None
         self.alpha = alpha
         self.temperature = temperature
         self.teacher: nn.Module | None = None
@@ -108,8 +107,8 @@ class DistillCallback(Callback):
     def setup(self, trainer: L.Trainer, pl_module: ClassifierModule, stage: str) -> None:
         if stage != "fit":
             return
-        if self.from_checkpoint or self.resuming:
-            # Resuming, the student has moved on: the teacher comes back from its file.
+        if self.from_checkpoint:
+            # Named, or recorded by the checkpoint a run resumes from (the student has moved on).
             teacher = self._load_teacher(pl_module)
         else:
             teacher = copy.deepcopy(pl_module.net)
@@ -118,10 +117,11 @@ class DistillCallback(Callback):
         pl_module.ce_weight = 1.0 - self.alpha
         pl_module.checkpoint_extras["distill_teacher"] = self.teacher_path
         if self.features:
+            # The adapters are made in ClassifierModule.configure_model, for the network as the
+            # other techniques' setup leaves it.
             self.feature_loss = FeatureDistillation(
                 self.features, self.feature_weight, self.teacher, self._teach, pl_module.input_shape
             )
-            self.feature_loss.follow(pl_module.net)
             pl_module.add_loss_term("feature_loss", self.feature_loss)
 
     def _load_teacher(self, pl_module: ClassifierModule) -> nn.Module:
@@ -143,15 +143,6 @@ class DistillCallback(Callback):
         self.teacher.to(pl_module.device)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
-        if self.feature_loss is not None and "feature_loss" not in pl_module.loss_terms:
-            if trainer.global_step == 0:
-                raise ConfigError(
-                    f"compress.distill.features={list(self.features)}: the student lost these "
-                    f"layers before training began (a network prepared for quantization-aware "
-                    f"training has no named layers). Start QAT later (compress.qat.start_epoch) so "
-                    f"that features are distilled before it, or drop compress.distill.features."
-                )
-            self.feature_loss = None  # resumed after the features ended
         if self.teacher_val_acc is None and trainer.datamodule is not None:
             self.teacher_val_acc = self._evaluate(trainer, pl_module)
             log.info("Teacher validation accuracy: %.4f", self.teacher_val_acc)
@@ -172,7 +163,7 @@ class DistillCallback(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: ClassifierModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.feature_loss is not None and "feature_loss" in pl_module.loss_terms:
+        if self.feature_loss is not None:
             self.feature_loss.capture()
 
     def on_train_batch_end(
@@ -185,7 +176,7 @@ class DistillCallback(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         # The adapters served training only: the network that is tested and deployed has none.
         if self.feature_loss is not None:
-            self.feature_loss.release()
+            self.feature_loss.end()
             pl_module.remove_loss_term("feature_loss")
 
     # -- the loss ---------------------------------------------------------------------------------
@@ -292,13 +283,21 @@ class FeatureDistillation(nn.Module):
     def follow(self, net: nn.Module) -> bool:
         """Fit the adapters to the student ``net``; ``False`` once it has no such layers."""
         missing = [name for name in self.layers if not _has_layer(net, name)]
+        if missing and not self.adapters:  # before training: a wrong name, or QAT from the start
+            _require_layers(
+                net,
+                missing,
+                "student",
+                " A network prepared for quantization-aware training has no named layers: start "
+                "QAT later (compress.qat.start_epoch) so that features are distilled before it.",
+            )
         if missing:
             log.info(
                 "Feature distillation ends: the student has no layer %s any more (quantization-"
                 "aware networks have no named layers); distillation from the logits goes on.",
                 ", ".join(missing),
             )
-            self.release()
+            self.end()
             return False
         shapes = _probe(net, list(self.layers), self.input_shape, "student")
         device = next(net.parameters()).device
@@ -318,6 +317,11 @@ class FeatureDistillation(nn.Module):
             layer.register_forward_hook(_recorder(self._student_features, name))
             for name, layer in self._student_layers.items()
         ]
+
+    def end(self) -> None:
+        """Stop for good: no layers to record any more."""
+        self.release()
+        self._student_layers = {}
 
     def release(self) -> None:
         """Stop recording the student's features."""
@@ -342,6 +346,16 @@ def _has_layer(net: nn.Module, name: str) -> bool:
     return True
 
 
+def _require_layers(net: nn.Module, missing: list[str], role: str, hint: str = "") -> None:
+    """Raise ConfigError naming the ``missing`` layers of ``net`` and listing those it has."""
+    if missing:
+        layers = [n for n, _ in net.named_modules() if n]
+        raise ConfigError(
+            f"compress.distill.features: the {role} has no layer {', '.join(missing)}. Its "
+            f"layers: {', '.join(layers[:40])}{' ...' if len(layers) > 40 else ''}.{hint}"
+        )
+
+
 def _recorder(store: dict[str, Tensor], name: str) -> Callable[..., None]:
     def record(module: nn.Module, args: Any, output: Any) -> None:
         store[name] = output
@@ -353,13 +367,7 @@ def _probe(
     net: nn.Module, names: list[str], input_shape: tuple[int, ...], role: str
 ) -> dict[str, torch.Size]:
     """The output shapes of ``net``'s layers ``names`` for a batch of 2 (in eval mode)."""
-    missing = [name for name in names if not _has_layer(net, name)]
-    if missing:
-        layers = [n for n, _ in net.named_modules() if n]
-        raise ConfigError(
-            f"compress.distill.features: the {role} has no layer {', '.join(missing)}. Its "
-            f"layers: {', '.join(layers[:40])}{' ...' if len(layers) > 40 else ''}."
-        )
+    _require_layers(net, [name for name in names if not _has_layer(net, name)], role)
     outputs: dict[str, Any] = {}
     hooks = [net.get_submodule(n).register_forward_hook(_recorder(outputs, n)) for n in names]
     modes = {module: module.training for module in net.modules()}
