@@ -9,7 +9,8 @@ Measured in this one process, on the generated ``shapes`` data, the same epochs 
 3. The full pipeline from the teacher, ``compress=[prune,distill,qat]``: accuracy, MACs, file size
    and CPU latency at batch 1 and 32 of the int8 pruned student against the fp32 teacher.
 
-    python bench/distill.py                                        # the README table
+    python bench/distill.py --teacher-run RUN0 --features layer1,layer2,layer3    # README table
+    python bench/distill.py                                 # teacher trained here, logits only
     python bench/distill.py --teacher-depth 20 --student-depth 8 --epochs 4 --num-train 2000
 
 ``--teacher-run DIR`` takes the teacher from a finished run instead of training it (its
