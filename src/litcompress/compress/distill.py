@@ -283,15 +283,16 @@ class FeatureDistillation(nn.Module):
     def follow(self, net: nn.Module) -> bool:
         """Fit the adapters to the student ``net``; ``False`` once it has no such layers."""
         missing = [name for name in self.layers if not _has_layer(net, name)]
-        if missing and not self.adapters:  # before training: a wrong name, or QAT from the start
-            _require_layers(
-                net,
-                missing,
-                "student",
-                " A network prepared for quantization-aware training has no named layers: start "
-                "QAT later (compress.qat.start_epoch) so that features are distilled before it.",
-            )
         if missing:
+            if not self.adapters:  # before training: a wrong name, or QAT from the start
+                _require_layers(
+                    net,
+                    missing,
+                    "student",
+                    " A network prepared for quantization-aware training has no named layers: "
+                    "start QAT later (compress.qat.start_epoch) so that features are distilled "
+                    "before it.",
+                )
             log.info(
                 "Feature distillation ends: the student has no layer %s any more (quantization-"
                 "aware networks have no named layers); distillation from the logits goes on.",
