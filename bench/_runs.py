@@ -8,7 +8,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 
 from litcompress.run import run
 
@@ -31,13 +31,18 @@ def shapes_run(num_train: int, min_run_time_s: float | None = None) -> list[str]
     return overrides
 
 
-def train(
-    overrides: list[str], output_dir: Path, extra_callbacks: list[Callback] | None = None
-) -> dict[str, Any]:
-    """Run ``python train.py OVERRIDES`` into ``output_dir``; returns its report.json."""
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config of ``python train.py OVERRIDES``, writing into ``output_dir``."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
-    run(cfg, extra_callbacks=extra_callbacks)
+    return cfg
+
+
+def train(
+    overrides: list[str], output_dir: Path, extra_callbacks: list[Callback] | None = None
+) -> dict[str, Any]:
+    """Run ``python train.py OVERRIDES`` into ``output_dir``; returns its report.json."""
+    run(compose_config(overrides, output_dir), extra_callbacks=extra_callbacks)
     return json.loads((Path(output_dir) / "report.json").read_text())

@@ -24,14 +24,9 @@ import torch
 
 from _runs import shapes_run, train
 from litcompress.checkpoint import rebuild_network
-from litcompress.compress.qat import (
-    ARTIFACTS,
-    convert,
-    cpu_has_vnni,
-    enable_int8_kernels,
-    load_int8,
-    save_int8,
-)
+from litcompress.compat import cpu_has_vnni
+from litcompress.quant.artifact import ARTIFACTS, enable_int8_kernels, load_int8, save_int8
+from litcompress.quant.backends import convert
 from litcompress.report import measure_latency_ms
 
 SHAPE = (3, 32, 32)

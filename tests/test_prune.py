@@ -23,8 +23,8 @@ from tests.conftest import FAST
 PRUNE = [*FAST, "compress=prune"]
 
 
-def train(make_config, *overrides: str, output_dir: Path) -> dict:
-    run(make_config(*PRUNE, *overrides, output_dir=output_dir))
+def train(make_config, *overrides: str, output_dir: Path, callbacks=()) -> dict:
+    run(make_config(*PRUNE, *overrides, output_dir=output_dir), extra_callbacks=list(callbacks))
     return json.loads((output_dir / "report.json").read_text())
 
 
@@ -115,22 +115,16 @@ def test_optimizer_state_is_sliced_like_the_weights():
 
 
 def test_training_continues_correctly_after_every_iterative_step(make_config, tmp_path):
-    from litcompress import run as run_module
-
     watch = WatchPruning()
-    original = run_module.build_compression
-    run_module.build_compression = lambda cfg: [*original(cfg), watch]
-    try:
-        report = train(
-            make_config,
-            "trainer.max_epochs=4",
-            "compress.prune.iterative_steps=2",
-            "compress.prune.start_epoch=1",
-            "compress.prune.end_epoch=2",
-            output_dir=tmp_path,
-        )
-    finally:
-        run_module.build_compression = original
+    report = train(
+        make_config,
+        "trainer.max_epochs=4",
+        "compress.prune.iterative_steps=2",
+        "compress.prune.start_epoch=1",
+        "compress.prune.end_epoch=2",
+        output_dir=tmp_path,
+        callbacks=[watch],
+    )
     assert [step["epoch"] for step in report["prune"]["steps"]] == [1, 2]
     macs = [step["macs"] for step in report["prune"]["steps"]]
     assert report["before"]["macs"] > macs[0] > macs[1]
@@ -154,8 +148,9 @@ def test_resume_continues_an_iterative_schedule(make_config, tmp_path):
         "callbacks.model_checkpoint.save_top_k=-1",
     ]
     full = train(make_config, *schedule, output_dir=tmp_path / "full")
-    # Resume from the end of epoch 1: one step done, the second (epoch 2) still to come.
-    mid = tmp_path / "full" / "checkpoints" / "epoch001.ckpt"
+    # Resume from the end of epoch 1: one step done, the second (epoch 2) still to come. The
+    # second step moved the checkpoints of the earlier form apart.
+    mid = tmp_path / "full" / "checkpoints" / "before_prune" / "epoch001.ckpt"
     resumed = train(make_config, *schedule, f"ckpt_path={mid}", output_dir=tmp_path / "resumed")
     assert [s["epoch"] for s in resumed["prune"]["steps"]] == [0, 2]
     assert resumed["after"]["params"] == full["after"]["params"]

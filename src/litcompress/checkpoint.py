@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from torch import nn
 
+from litcompress.compress.base import FORMS, CompressionCallback
 from litcompress.errors import ConfigError
-from litcompress.module import CHECKPOINT_KEY
+
+# The checkpoint key under which litcompress records what it needs to rebuild the network.
+CHECKPOINT_KEY = "litcompress"
+# Inside that record: form entry -> class path of the technique that wrote it.
+OWNERS_KEY = "form_techniques"
 
 
 def require_file(path: str | os.PathLike[str], option: str) -> Path:
@@ -56,52 +62,75 @@ def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
-# Checkpoint entries that describe the network's form rather than its weights.
-ARCHITECTURE_KEYS = ("pruning_history", "quantization")
+def technique_of(key: str, owners: dict[str, str] | None = None) -> type[CompressionCallback]:
+    """The technique that records checkpoint entry ``key``.
+
+    Built-in techniques register when :mod:`litcompress` is imported; a technique defined
+    elsewhere (a user's own file) is found through the class path the checkpoint recorded for it
+    (``owners``), which imports and so registers it.
+    """
+    if key not in FORMS and owners and key in owners:
+        get_class(owners[key])  # importing the technique's module registers it
+    if key not in FORMS:
+        raise ConfigError(
+            f"The checkpoint records a network form {key!r} that no compression technique "
+            f"registers. Import the module that defines that technique (it must be importable: "
+            f"on PYTHONPATH) before loading the checkpoint."
+        )
+    return FORMS[key]
 
 
-def architecture(meta: dict[str, Any]) -> dict[str, Any]:
-    """The architecture entries of a checkpoint's litcompress record."""
-    return {key: meta[key] for key in ARCHITECTURE_KEYS if key in meta}
+def form_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a checkpoint's litcompress record that describe the network's form."""
+    owners = meta.get(OWNERS_KEY, {})
+    return {key: value for key, value in meta.items() if key in FORMS or key in owners}
+
+
+def form_record(form: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint records of ``form``: the entries, and the class of each one's technique."""
+    owners = {key: f"{FORMS[key].__module__}.{FORMS[key].__qualname__}" for key in form}
+    return {**form, OWNERS_KEY: owners} if form else {}
 
 
 def restore_architecture(
     net: nn.Module, current: dict[str, Any], saved: dict[str, Any], input_shape: tuple[int, ...]
 ) -> nn.Module:
-    """Bring ``net`` (whose recorded form is ``current``) to the form ``saved`` records.
+    """Bring ``net`` (whose form is ``current``) to the form recorded in ``saved``.
 
-    A pruned checkpoint records torch-pruning's history: the steps ``net`` has not taken yet are
-    replayed on it. A quantization-aware checkpoint records its backend: ``net`` is then prepared
-    the same way. ``current`` is updated. Returns the network, which is a new object once
-    prepared for quantization.
+    Each technique restores its own entry (:meth:`CompressionCallback.restore_form`), in the
+    techniques' order: a pruned checkpoint replays torch-pruning's history, a quantization-aware
+    one prepares the network the same way. ``current`` is updated. Returns the network, which may
+    be a new object (e.g. once prepared for quantization).
 
     Raises:
         ConfigError: ``net`` went further than the checkpoint (pruned more, or quantized while
             the checkpoint is not): a network cannot grow back.
     """
-    done = current.get("pruning_history", [])
-    wanted = saved.get("pruning_history", [])
-    quantized, wanted_quantization = current.get("quantization"), saved.get("quantization")
-    if wanted[: len(done)] != done or (quantized and quantized != wanted_quantization):
-        raise ConfigError(
-            f"The checkpoint has another form than the network it is loaded into (pruning "
-            f"history: {len(wanted)} entries against {len(done)}; quantization-aware: "
-            f"{wanted_quantization} against {quantized}). Load it into a fresh network: "
-            f"litcompress.checkpoint.load_network(path)."
-        )
-    if wanted != done:
-        if quantized:
-            raise ConfigError("A quantization-aware network cannot be pruned further.")
-        from litcompress.compress.prune import replay_pruning_history
-
-        replay_pruning_history(net, wanted[len(done) :], input_shape)
-        current["pruning_history"] = list(wanted)
-    if wanted_quantization and not quantized:
-        from litcompress.compress.qat import prepare
-
-        net = prepare(net, input_shape=input_shape, **wanted_quantization)
-        current["quantization"] = dict(wanted_quantization)
+    owners = {**current.get(OWNERS_KEY, {}), **saved.get(OWNERS_KEY, {})}
+    keys = {k for k in (*current, *saved) if k != OWNERS_KEY and (k in FORMS or k in owners)}
+    techniques = sorted((technique_of(key, owners) for key in keys), key=lambda t: t.order)
+    for index, technique in enumerate(techniques):
+        key = technique.form_key
+        done, wanted = current.get(key), saved.get(key)
+        if done == wanted:
+            continue
+        later = [t.form_key for t in techniques[index + 1 :] if current.get(t.form_key)]
+        if later or not technique.form_reachable(done, wanted):
+            raise ConfigError(
+                f"The checkpoint has another network form than the network it is loaded into "
+                f"({key}: {_describe(wanted)} in the checkpoint against {_describe(done)}"
+                + (f", and the network already has {', '.join(later)}" if later else "")
+                + "). Load it into a fresh network: litcompress.checkpoint.load_network(path)."
+            )
+        net = technique.restore_form(net, done, wanted, input_shape)
+        current[key] = copy.deepcopy(wanted)
     return net
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "none"
+    return f"{len(value)} entries" if isinstance(value, list) else repr(value)
 
 
 def rebuild_network(model_config: dict[str, Any], form: dict[str, Any]) -> nn.Module:

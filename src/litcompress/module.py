@@ -12,10 +12,15 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from litcompress.checkpoint import (
+    CHECKPOINT_KEY,
+    form_of,
+    form_record,
+    rebuild_network,
+    restore_architecture,
+)
+from litcompress.compat import rewrap_ddp
 from litcompress.errors import ConfigError
-
-# The checkpoint key under which litcompress records what it needs to rebuild the network.
-CHECKPOINT_KEY = "litcompress"
 
 
 class LossTerm(Protocol):
@@ -87,7 +92,10 @@ class ClassifierModule(L.LightningModule):
         self.ce_weight = 1.0
         # Prefix of test metrics: "test", or "before" when evaluating the network as it enters.
         self.test_prefix = "test"
-        # Extra entries recorded in checkpoints under CHECKPOINT_KEY (e.g. a pruned architecture).
+        # The network's form: each compression technique's entry (pruning history, quantization),
+        # recorded in checkpoints so that they rebuild the same network.
+        self.form: dict[str, Any] = {}
+        # Other entries recorded in checkpoints under CHECKPOINT_KEY (e.g. the teacher's path).
         self.checkpoint_extras: dict[str, Any] = {}
 
     def forward(self, x: Tensor) -> Tensor:
@@ -142,6 +150,10 @@ class ClassifierModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         # Sanity-check batches must not count towards the best validation accuracy.
+        self.restart_best()
+
+    def restart_best(self) -> None:
+        """Start ``val/acc_best`` afresh (the network changed form: the old best is not its own)."""
         self.val_acc_best.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -219,8 +231,7 @@ class ClassifierModule(L.LightningModule):
         old_schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
         strategy = trainer.strategy
         if strategy.model is not self and hasattr(strategy, "configure_ddp"):
-            strategy.model = self
-            strategy.configure_ddp()
+            rewrap_ddp(strategy, self)
         strategy.setup_optimizers(trainer)
         for new, old in zip(trainer.optimizers, old_optimizers, strict=True):
             for new_group, old_group in zip(new.param_groups, old.param_groups, strict=True):
@@ -244,31 +255,22 @@ class ClassifierModule(L.LightningModule):
         checkpoint[CHECKPOINT_KEY] = {
             "model_config": self.model_config,
             "num_classes": self.num_classes,
+            **form_record(self.form),
             **self.checkpoint_extras,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Runs before the weights are loaded: give the network the checkpoint's architecture.
-        from litcompress.checkpoint import (
-            ARCHITECTURE_KEYS,
-            architecture,
-            rebuild_network,
-            restore_architecture,
-        )
-
+        # Runs before the weights are loaded: give the network the checkpoint's form.
         meta = checkpoint.get(CHECKPOINT_KEY, {})
-        extras = self.checkpoint_extras
         try:
-            self.net = restore_architecture(self.net, extras, meta, self.input_shape)
+            self.net = restore_architecture(self.net, self.form, meta, self.input_shape)
         except ConfigError:
             if not self.model_config:
                 raise
             # Compressed in this process in another way (e.g. a run resumed without telling its
             # callbacks, as SLURM's requeue does): rebuild it in the checkpoint's form.
             self.net = rebuild_network(self.model_config, meta)
-            for key in ARCHITECTURE_KEYS:
-                extras.pop(key, None)
-            extras.update(architecture(meta))
+            self.form = form_of(meta)
         self.follow_network()
         # Loss modules load their saved state when they exist (a resumed run); a run that has
         # none (testing, or the loss ended) ignores theirs, and new ones start afresh.

@@ -15,12 +15,13 @@ import platform
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.utils.benchmark as benchmark
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -53,6 +54,19 @@ class ModelStats:
         data = asdict(self)
         data.update(data.pop("extra"))
         return data
+
+
+# The report's figures as sweep objectives and TensorBoard HParams metrics.
+REPORT_FIGURES = (
+    *(
+        f"report/{stage}_{f.name}"
+        for stage in ("before", "after")
+        for f in fields(ModelStats)
+        if f.name != "extra"
+    ),
+    "report/speedup_b32",
+    "report/speedup_b1",
+)
 
 
 def count_params(net: nn.Module) -> int:
@@ -144,6 +158,52 @@ def build_report(
         },
         **info,
     }
+
+
+def report_figures(report: dict[str, Any]) -> dict[str, float]:
+    """The report's numbers as flat ``report/<stage>_<key>`` figures (plus the speed-ups)."""
+    figures = {
+        f"report/{stage}_{key}": float(value)
+        for stage in ("before", "after")
+        for key, value in report[stage].items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    figures["report/speedup_b32"] = report["speedup_b32"]
+    figures["report/speedup_b1"] = report["speedup_b1"]
+    return figures
+
+
+def write_report(
+    before: ModelStats,
+    after: ModelStats,
+    input_shape: tuple[int, ...],
+    path: str | os.PathLike[str],
+    loggers: list[Logger] = (),
+    hparams: dict[str, Any] | None = None,
+    step: int = 0,
+    **info: Any,
+) -> dict[str, Any]:
+    """Build the report, write it to ``path`` (atomically), print it and log it to TensorBoard.
+
+    ``info`` adds top-level entries (the model, the techniques' entries); ``hparams`` (the run's
+    config) goes to TensorBoard's HParams tab with the report's figures. Returns the report.
+    """
+    report = build_report(before, after, input_shape, **info)
+    write_json_atomic(report, path)
+    print_report(report)
+    log_report(report, loggers, hparams or {}, step)
+    return report
+
+
+def log_report(
+    report: dict[str, Any], loggers: list[Logger], hparams: dict[str, Any], step: int
+) -> None:
+    """Report to TensorBoard: the HParams tab (config + final figures) and a text summary."""
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(hparams, metrics=report_figures(report))
+            logger.experiment.add_text("report", report_markdown(report), step)
+            logger.experiment.flush()
 
 
 @contextmanager

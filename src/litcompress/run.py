@@ -11,22 +11,22 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from litcompress.checkpoint import architecture, build_network, read_checkpoint, require_file
+from litcompress.checkpoint import (
+    CHECKPOINT_KEY,
+    build_network,
+    form_of,
+    read_checkpoint,
+    require_file,
+)
+from litcompress.compress.base import FORMS, CompressionCallback
 from litcompress.data.base import ClassificationData
 from litcompress.errors import ConfigError
-from litcompress.module import CHECKPOINT_KEY, ClassifierModule
-from litcompress.report import (
-    ModelStats,
-    build_report,
-    measure,
-    print_report,
-    report_markdown,
-    write_json_atomic,
-)
+from litcompress.module import ClassifierModule
+from litcompress.report import REPORT_FIGURES, ModelStats, measure, report_figures, write_report
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,26 @@ def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
                 f"data ({cfg.data._target_}) has {data.num_classes}. Train on the same data, or "
                 f"start from scratch (init_from=null)."
             )
-        if net_config.get("in_channels") != data.in_channels:
-            raise ConfigError(
-                f"init_from={cfg.init_from} expects {net_config.get('in_channels')}-channel "
-                f"images, but the data has {data.in_channels} channels."
-            )
-        if "quantization" in checkpoint[CHECKPOINT_KEY] and "qat" not in (cfg.compress or {}):
-            raise ConfigError(
-                f"init_from={cfg.init_from} is a quantization-aware checkpoint: go on with "
-                f"compress=qat (it is converted to int8 at the end), or load the int8 model of "
-                f"its run with litcompress.compress.qat.load_int8."
-            )
+        for key, what in (("in_channels", "channels"), ("image_size", "image size")):
+            if net_config.get(key) != getattr(data, key):
+                raise ConfigError(
+                    f"init_from={cfg.init_from} holds a network trained on images with {what} "
+                    f"{net_config.get(key)}, but the data ({cfg.data._target_}) has {what} "
+                    f"{getattr(data, key)}. Fine-tune on data of the same {what} (e.g. "
+                    f"data.image_size={net_config.get('image_size')} where the data module "
+                    f"resizes), or start from scratch (init_from=null)."
+                )
+        form = form_of(checkpoint[CHECKPOINT_KEY])
+        chosen = set(cfg.compress or {})
+        for key in form:
+            technique = FORMS.get(key)
+            if technique and technique.form_needs_deploy and technique.name not in chosen:
+                raise ConfigError(
+                    f"init_from={cfg.init_from} is a checkpoint of a network in the form "
+                    f"compress={technique.name} gives it ({key}), which only that technique turns "
+                    f"into a deliverable model: go on with compress={technique.name}, or use the "
+                    f"model its run delivered ({technique.delivered_hint})."
+                )
         net = build_network(checkpoint)
         log.info("Starting from the weights of %s (%s)", cfg.init_from, net_config["_target_"])
     else:
@@ -90,14 +99,23 @@ def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
         **cfg.module,
     )
     if cfg.init_from:  # the new run's checkpoints must record the (pruned) architecture too
-        module.checkpoint_extras.update(architecture(checkpoint[CHECKPOINT_KEY]))
+        module.form = form
     return module
 
 
-def build_compression(cfg: DictConfig) -> list[Callback]:
+def build_compression(cfg: DictConfig) -> list[CompressionCallback]:
     """The compression callbacks of ``compress=[...]``, ordered by their techniques' ``order``."""
-    callbacks = [build(c) for c in (cfg.get("compress") or {}).values()]
-    return sorted(callbacks, key=lambda c: getattr(c, "order", 0))
+    callbacks = []
+    for name, config in (cfg.get("compress") or {}).items():
+        callback = build(config)
+        if not isinstance(callback, CompressionCallback):
+            raise ConfigError(
+                f"compress.{name} builds a {type(callback).__name__} ({config.get('_target_')}), "
+                f"which is not a litcompress.compress.CompressionCallback: a compression "
+                f"technique must subclass it (see the README, 'Writing a compression callback')."
+            )
+        callbacks.append(callback)
+    return sorted(callbacks, key=lambda c: c.order)
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
@@ -136,11 +154,29 @@ def check_inputs(cfg: DictConfig) -> None:
         require_file(cfg.ckpt_path, "ckpt_path")
     if cfg.init_from:
         require_file(cfg.init_from, "init_from")
+    check_optimized_metric(cfg.optimized_metric, cfg.report.enabled)
     if cfg.ckpt_path and cfg.init_from:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} (resume) and init_from={cfg.init_from} (new run from "
             f"trained weights) exclude each other: set only one."
         )
+
+
+def check_optimized_metric(names: Any, report_enabled: bool) -> None:
+    """Refuse report figures as sweep objectives that this run cannot produce, before training."""
+    for name in [names] if isinstance(names, str) else names or []:
+        if not str(name).startswith("report/"):
+            continue  # logged metrics are checked at the end, against what was logged
+        if name not in REPORT_FIGURES:
+            raise ConfigError(
+                f"optimized_metric={name} is not a report figure; choose among "
+                f"{', '.join(REPORT_FIGURES)}, or a logged metric such as val/acc_best."
+            )
+        if not report_enabled:
+            raise ConfigError(
+                f"optimized_metric={name} is a report figure, but report.enabled=false: enable the "
+                f"report, or optimize a logged metric such as val/acc_best."
+            )
 
 
 def _in_hydra_multirun() -> bool:
@@ -217,25 +253,49 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     after = None
     if trainer.is_global_zero:
         after = deploy(cfg, module, data, compression, test_acc)
-    if trainer.is_global_zero and cfg.report.enabled and report_callback.before is not None:
-        write_report(cfg, trainer, module, data, report_callback.before, after, compression)
-
     metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
-    if cfg.optimized_metric:
-        if cfg.optimized_metric not in metrics:
+    if trainer.is_global_zero and cfg.report.enabled and report_callback.before is not None:
+        entries = {}
+        for callback in compression:
+            entries.update(callback.report_entries())
+        report = write_report(
+            ModelStats(**report_callback.before),
+            after,
+            data.input_shape,
+            Path(cfg.paths.output_dir) / "report.json",
+            loggers=trainer.loggers,
+            hparams=OmegaConf.to_container(cfg, resolve=True),
+            step=trainer.global_step,
+            model=module.model_config["_target_"],
+            compress=sorted((cfg.get("compress") or {}).keys()),
+            epochs=trainer.current_epoch,
+            **entries,
+        )
+        metrics.update(report_figures(report))
+    return optimized_value(cfg.optimized_metric, metrics)
+
+
+def optimized_value(names: Any, metrics: dict[str, float]) -> float | list[float] | None:
+    """The value(s) of ``optimized_metric`` for sweepers: one name, or a list (multi-objective)."""
+    if not names:
+        return None
+    single = isinstance(names, str)
+    values = []
+    for name in [names] if single else names:
+        if name not in metrics:
             raise ConfigError(
-                f"optimized_metric={cfg.optimized_metric} was not logged; logged metrics: "
+                f"optimized_metric={name} was not measured in this run; available: "
                 f"{', '.join(sorted(metrics))}."
             )
-        return metrics[cfg.optimized_metric]
-    return None
+        values.append(metrics[name])
+    return values[0] if single else values
 
 
 def deploy(
     cfg: DictConfig,
     module: ClassifierModule,
     data: ClassificationData,
-    compression: list[Callback],
+    compression: list[CompressionCallback],
     test_acc: float | None,
 ) -> ModelStats | None:
     """The final network as it will be deployed, measured when the report is enabled.
@@ -244,8 +304,6 @@ def deploy(
     here and measures that; otherwise the trained network itself is measured.
     """
     for callback in compression:
-        if not hasattr(callback, "deploy"):
-            continue
         after = callback.deploy(
             module,
             data,
@@ -263,51 +321,6 @@ def deploy(
     return measure(
         module.net, data.input_shape, test_acc=test_acc, min_run_time_s=cfg.report.min_run_time_s
     )
-
-
-def write_report(
-    cfg: DictConfig,
-    trainer: L.Trainer,
-    module: ClassifierModule,
-    data: ClassificationData,
-    before: dict[str, Any],
-    after: ModelStats,
-    compression: list[Callback],
-) -> None:
-    """Write report.json, print it and log it to TensorBoard."""
-    entries = {}
-    for callback in compression:
-        if hasattr(callback, "report_entries"):
-            entries.update(callback.report_entries())
-    report = build_report(
-        ModelStats(**before),
-        after,
-        data.input_shape,
-        model=module.model_config["_target_"],
-        compress=sorted((cfg.get("compress") or {}).keys()),
-        epochs=trainer.current_epoch,
-        **entries,
-    )
-    write_json_atomic(report, Path(cfg.paths.output_dir) / "report.json")
-    print_report(report)
-    log_report(trainer, cfg, report)
-
-
-def log_report(trainer: L.Trainer, cfg: DictConfig, report: dict[str, Any]) -> None:
-    """Report to TensorBoard: the HParams tab (config + final figures) and a text summary."""
-    figures = {
-        f"report/{stage}_{key}": value
-        for stage in ("before", "after")
-        for key, value in report[stage].items()
-        if isinstance(value, int | float) and value is not None
-    }
-    figures["report/speedup_b32"] = report["speedup_b32"]
-    params = OmegaConf.to_container(cfg, resolve=True)
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics=figures)
-            logger.experiment.add_text("report", report_markdown(report), trainer.global_step)
-            logger.experiment.flush()
 
 
 def main(cfg: DictConfig) -> float | None:

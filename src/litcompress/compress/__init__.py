@@ -1,12 +1,13 @@
 """Compression techniques, each a Lightning callback built from ``conf/compress/<name>.yaml``.
 
-The shared protocol is small: each callback has an ``order`` (lower runs first, whatever the order
-typed on the command line) and talks to the model only through
-:class:`litcompress.module.ClassifierModule`'s documented entry points.
+Every technique subclasses :class:`~litcompress.compress.base.CompressionCallback`, the one
+protocol the run and the checkpoint code know (order, network form in checkpoints, report
+entries, deployment). Importing this package registers the built-in techniques' network forms.
 """
 
+from litcompress.compress.base import CompressionCallback
 from litcompress.compress.distill import DistillCallback
 from litcompress.compress.prune import PruneCallback
 from litcompress.compress.qat import QATCallback
 
-__all__ = ["DistillCallback", "PruneCallback", "QATCallback"]
+__all__ = ["CompressionCallback", "DistillCallback", "PruneCallback", "QATCallback"]

@@ -23,18 +23,19 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from litcompress.checkpoint import CHECKPOINT_KEY, load_network, read_checkpoint, require_file
+from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
 from litcompress.module import ClassifierModule
 
 log = logging.getLogger(__name__)
 
 
-class DistillCallback(Callback):
+class DistillCallback(CompressionCallback):
     """``compress=distill``: train the student against a frozen teacher's logits.
 
     Args:
@@ -52,6 +53,7 @@ class DistillCallback(Callback):
         feature_weight: weight of the feature term (mean squared error after the adapters).
     """
 
+    name = "distill"
     # First: the default teacher is the student before pruning or quantization change it.
     order = 5
 
@@ -81,11 +83,9 @@ class DistillCallback(Callback):
             raise ConfigError(
                 f"compress.distill.temperature={temperature} must be > 0 (typical: 2 to 8)."
             )
-        from litcompress.checkpoint import read_checkpoint, require_file
-
         if teacher_checkpoint is None and init_from is None and ckpt_path is not None:
             # Resuming: the checkpoint says where its teacher came from.
-            meta = read_checkpoint(ckpt_path, "ckpt_path")["litcompress"]
+            meta = read_checkpoint(ckpt_path, "ckpt_path")[CHECKPOINT_KEY]
             teacher_checkpoint = meta.get("distill_teacher")
         if teacher_checkpoint is None and init_from is None:
             raise ConfigError(
@@ -125,10 +125,8 @@ class DistillCallback(Callback):
             pl_module.add_loss_term("feature_loss", self.feature_loss)
 
     def _load_teacher(self, pl_module: ClassifierModule) -> nn.Module:
-        from litcompress.checkpoint import load_network, read_checkpoint
-
         meta = read_checkpoint(self.teacher_path, "compress.distill.teacher_checkpoint")
-        config = meta["litcompress"]["model_config"]
+        config = meta[CHECKPOINT_KEY]["model_config"]
         student = pl_module.model_config or {}
         for key in ("num_classes", "in_channels", "image_size"):
             if config.get(key) != student.get(key):

@@ -20,12 +20,11 @@ from typing import Any
 import lightning as L
 import torch
 import torch_pruning as tp
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from litcompress.compress.common import reset_best_checkpoint
+from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
 from litcompress.models import find_classifier
 from litcompress.module import ClassifierModule
@@ -115,7 +114,7 @@ def _resolve_layers(net: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     return layers
 
 
-class PruneCallback(Callback):
+class PruneCallback(CompressionCallback):
     """Structured pruning with torch-pruning's dependency graph, one-shot or over several epochs.
 
     Pruning steps run at the start of the scheduled epochs; a step at epoch 0 runs in ``setup``,
@@ -142,7 +141,9 @@ class PruneCallback(Callback):
         taylor_batches: training batches whose gradients rank channels for ``importance=taylor``.
     """
 
+    name = "prune"
     order = 10  # structural changes first: distillation and quantization follow the pruned net
+    form_key = "pruning_history"
 
     def __init__(
         self,
@@ -229,6 +230,25 @@ class PruneCallback(Callback):
             for k in range(self.iterative_steps)
         ]
 
+    def last_form_change_epoch(self) -> int | None:
+        return self.schedule[-1] if self.start_epoch is not None else None
+
+    @classmethod
+    def form_reachable(cls, done: History | None, wanted: History | None) -> bool:
+        done, wanted = done or [], wanted or []
+        return wanted[: len(done)] == done
+
+    @classmethod
+    def restore_form(
+        cls,
+        net: nn.Module,
+        done: History | None,
+        wanted: History,
+        input_shape: Sequence[int],
+    ) -> nn.Module:
+        replay_pruning_history(net, wanted[len(done or []) :], input_shape)
+        return net
+
     def state_dict(self) -> dict[str, Any]:
         return {"steps_done": self.steps_done, "base_macs": self.base_macs, "steps": self.steps}
 
@@ -243,7 +263,8 @@ class PruneCallback(Callback):
             return
         net = pl_module.net
         self._input_shape = pl_module.input_shape
-        self._ignored = [find_classifier(net)[1], *_resolve_layers(net, self.ignored_layers)]
+        head = find_classifier(net, self._input_shape)[1]
+        self._ignored = [head, *_resolve_layers(net, self.ignored_layers)]
         max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
         if self.start_epoch is None:
             self._check_epochs(0 if pl_module.pretrained else max(max_epochs, 0) // 3)
@@ -262,22 +283,25 @@ class PruneCallback(Callback):
             return
         if self.base_macs is None:
             self.base_macs = count_macs(net, self._input_shape)
-            if self.speedup:
-                self._check_reachable(net)
-        if self.schedule[0] == 0 and self.sparsity_reg == 0:
+        steps_now = self.schedule[0] == 0 and self.sparsity_reg == 0
+        if self.speedup:
+            self._check_reachable(net)
+        elif not steps_now:  # fail on a network torch-pruning cannot handle now, not after training
+            self._dry_run(net)
+        if steps_now:
             self._step(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         if not self._due(trainer):
             return
-        done = len(pl_module.checkpoint_extras.get("pruning_history", []))
+        done = len(pl_module.form.get(self.form_key, []))
         optimizer_state = PrunedOptimizerState(trainer.optimizers, pl_module.net)
         while self._due(trainer):
             self._step(trainer, pl_module)
-        history = pl_module.checkpoint_extras["pruning_history"][done:]
+        history = pl_module.form[self.form_key][done:]
         optimizer_state.prune(history, self._input_shape)
         pl_module.rebuild_optimizers(state=optimizer_state.state())
-        reset_best_checkpoint(trainer)
+        self.network_changed(trainer, pl_module)
         self._regulariser = None
 
     def _due(self, trainer: L.Trainer) -> bool:
@@ -353,17 +377,7 @@ class PruneCallback(Callback):
     def _run(self, pruner: tp.pruner.BasePruner, trainer: L.Trainer, pl_module: ClassifierModule):
         if self.importance == "taylor":
             self._accumulate_gradients(trainer, pl_module)
-        training = pl_module.net.training
-        try:
-            pruner.step()
-        except Exception as error:
-            raise ConfigError(
-                f"torch-pruning could not prune {type(pl_module.net).__name__} "
-                f"({type(error).__name__}: {error}). Add the layer it names to "
-                f"compress.prune.ignored_layers, or pick another model."
-            ) from error
-        after_pruning(pl_module.net)
-        pl_module.net.train(training)
+        _prune_step(pruner, pl_module.net)
         pl_module.net.zero_grad(set_to_none=True)
 
     def _accumulate_gradients(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
@@ -381,7 +395,7 @@ class PruneCallback(Callback):
             history = trainer.strategy.broadcast(history, src=0)
             if not trainer.is_global_zero:
                 replay_pruning_history(net, history, self._input_shape)
-        pl_module.checkpoint_extras.setdefault("pruning_history", []).extend(history)
+        pl_module.form.setdefault(self.form_key, []).extend(history)
         self.steps_done += 1
         if trainer.world_size > 1:
             log.info(
@@ -422,18 +436,20 @@ class PruneCallback(Callback):
             macs = count_macs(net, self._input_shape)
         return macs
 
+    def _dry_run(self, net: nn.Module) -> None:
+        """Prune a copy of ``net`` by magnitude now: what torch-pruning cannot do fails early."""
+        trial = copy.deepcopy(net)
+        _prune_step(self._pruner(trial, self.ratio, importance="l2"), trial)
+
     def _check_reachable(self, net: nn.Module) -> None:
         """Dry-run the MACs target on a copy, so an unreachable one fails before training."""
         trial = copy.deepcopy(net)
         # Reachability depends on the layers and limits, not on the ranking: rank by magnitude,
         # which needs no gradients (taylor would).
         pruner = self._pruner(trial, 0.95, steps=_PROGRESSIVE_STEPS, importance="l2")
-
-        def step() -> None:
-            pruner.step()
-            after_pruning(trial)
-
-        macs = self._prune_towards(trial, self.base_macs / self.speedup, step)
+        macs = self._prune_towards(
+            trial, self.base_macs / self.speedup, lambda: _prune_step(pruner, trial)
+        )
         if macs * self.speedup <= self.base_macs:
             return
         reached = self.base_macs / macs
@@ -455,6 +471,21 @@ class PruneCallback(Callback):
                 "steps": self.steps,
             }
         }
+
+
+def _prune_step(pruner: tp.pruner.BasePruner, net: nn.Module) -> None:
+    """One step of ``pruner`` on ``net``, keeping its training mode; failures name the cause."""
+    training = net.training
+    try:
+        pruner.step()
+    except Exception as error:
+        raise ConfigError(
+            f"torch-pruning could not prune {type(net).__name__} "
+            f"({type(error).__name__}: {error}). Add the layer it names to "
+            f"compress.prune.ignored_layers, or pick another model."
+        ) from error
+    after_pruning(net)
+    net.train(training)
 
 
 class PrunedOptimizerState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def torchvision_classifier(
             "torchvision.models.list_models(module=torchvision.models) for the valid names."
         )
     if weights_path is None:
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        model = _build_for(name, num_classes, image_size)
     else:
         path = Path(weights_path).expanduser()
         if not path.is_file():
@@ -65,10 +66,71 @@ def torchvision_classifier(
             raise ConfigError(
                 f"weights_path={weights_path!r} does not fit torchvision model {name!r}: {e}"
             ) from e
+        _drop_auxiliary_heads(model)
         head_name, head = find_classifier(model)
-        model.set_submodule(head_name, nn.Linear(head.in_features, num_classes))
+        model.set_submodule(head_name, _new_head(head, num_classes))
     _adapt_stem(model, in_channels, image_size < 96 if small_input is None else small_input)
+    _check_runs(model, name, in_channels, image_size)
     return model
+
+
+# Constructor options that fit a model to the data where its class takes them: auxiliary heads
+# off (a training forward would return a named tuple, and pruning would not see them), and the
+# input size for the models that build for one (ViT: image_size; MaxViT: input_size).
+def _fitting_options(image_size: int) -> dict[str, object]:
+    return {"aux_logits": False, "image_size": image_size, "input_size": (image_size, image_size)}
+
+
+def _build_for(name: str, num_classes: int, image_size: int) -> nn.Module:
+    options = _fitting_options(image_size)
+    while True:
+        try:
+            with warnings.catch_warnings():
+                # GoogLeNet and Inception warn that their default initialisation will change.
+                warnings.filterwarnings("ignore", message=".*default weight initialization")
+                return torchvision.models.get_model(
+                    name, weights=None, num_classes=num_classes, **options
+                )
+        except TypeError as error:
+            refused = [key for key in options if f"'{key}'" in str(error)]
+            if not refused:
+                raise
+            del options[refused[0]]
+
+
+def _drop_auxiliary_heads(model: nn.Module) -> None:
+    """Turn off the auxiliary classifiers of a model loaded with them (GoogLeNet, Inception)."""
+    if getattr(model, "aux_logits", False):
+        model.aux_logits = False
+        for child in [n for n, _ in model.named_children() if n.lower().startswith("aux")]:
+            setattr(model, child, None)
+
+
+def _new_head(head: nn.Module, num_classes: int) -> nn.Module:
+    if isinstance(head, nn.Linear):
+        return nn.Linear(head.in_features, num_classes)
+    return rebuild_conv(head, out_channels=num_classes)
+
+
+def _check_runs(model: nn.Module, name: str, in_channels: int, image_size: int) -> None:
+    """Run one image through ``model`` now, so that a size it cannot take fails before training."""
+    try:
+        with torch.no_grad():
+            logits = model.eval()(torch.zeros(1, in_channels, image_size, image_size))
+    except Exception as error:
+        raise ConfigError(
+            f"torchvision model {name!r} cannot run on {image_size}x{image_size} images "
+            f"({type(error).__name__}: {str(error).strip().splitlines()[0]}). Use a larger "
+            f"data.image_size (where the data module resizes; torchvision's weights are for "
+            f"224), or another model."
+        ) from error
+    finally:
+        model.train()
+    if not torch.is_tensor(logits) or logits.ndim != 2:
+        raise ConfigError(
+            f"torchvision model {name!r} returns {type(logits).__name__} instead of a tensor of "
+            f"logits; litcompress trains classifiers whose forward returns logits."
+        )
 
 
 def _adapt_stem(model: nn.Module, in_channels: int, small_input: bool) -> None:

@@ -2,33 +2,62 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 import torch.nn as nn
 
 from litcompress.errors import ConfigError
 
 
-def find_classifier(model: nn.Module) -> tuple[str, nn.Linear]:
-    """Find the final ``nn.Linear`` layer, the one producing the logits.
+def find_classifier(
+    model: nn.Module, input_shape: Sequence[int] | None = None
+) -> tuple[str, nn.Linear | nn.Conv2d]:
+    """Find the layer producing the logits: a ``nn.Linear``, or a ``nn.Conv2d`` (SqueezeNet).
 
-    Torchvision and litcompress models register the head last, so the last ``nn.Linear`` in
-    ``named_modules()`` order is the head (attention and MLP Linears come earlier).
+    With ``input_shape`` (``(channels, height, width)``), the last such layer that runs in a
+    forward pass of one image, whatever order the model registers its modules in. Without it,
+    the last one registered (torchvision and litcompress models register the head last).
 
     Args:
         model: a classifier.
+        input_shape: shape of one input image, to find the head by running the model.
 
     Returns:
         ``(qualified_name, module)`` of the head, usable with ``model.get_submodule(name)``.
 
     Raises:
-        ConfigError: the model has no ``nn.Linear`` (e.g. squeezenet's convolutional head).
+        ConfigError: the model has no ``nn.Linear`` or ``nn.Conv2d`` layer.
     """
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    if not layers:
         raise ConfigError(
-            f"{type(model).__name__} has no nn.Linear classifier head; litcompress needs one "
-            "(to replace it and to keep it unpruned). Pick a model with a Linear head."
+            f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer that could produce the "
+            f"logits; litcompress needs one (it keeps the classifier head whole when pruning)."
         )
-    return linears[-1]
+    if input_shape is not None:
+        ran: list[tuple[str, nn.Module]] = []
+        hooks = [m.register_forward_hook(_recorder(ran, n)) for n, m in layers]
+        training = model.training
+        try:
+            with torch.no_grad():
+                device = next(model.parameters()).device
+                model.eval()(torch.zeros(1, *input_shape, device=device))
+        finally:
+            model.train(training)
+            for hook in hooks:
+                hook.remove()
+        if ran:
+            return ran[-1]
+    linears = [(n, m) for n, m in layers if isinstance(m, nn.Linear)]
+    return (linears or layers)[-1]
+
+
+def _recorder(ran: list, name: str):
+    def record(module: nn.Module, args: object, output: object) -> None:
+        ran.append((name, module))
+
+    return record
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

@@ -1,0 +1,134 @@
+"""The protocol every compression technique follows, and the registry of network forms.
+
+A technique is a Lightning callback that subclasses :class:`CompressionCallback`. The run
+(:mod:`litcompress.run`) and the checkpoint code (:mod:`litcompress.checkpoint`) only talk to
+techniques through this class, so a new technique is one file, one YAML in ``conf/compress/`` and
+its tests: nothing else in the package names it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch import nn
+
+from litcompress.compat import forget_best_checkpoints
+from litcompress.report import ModelStats
+
+log = logging.getLogger(__name__)
+
+# Checkpoint entry -> the technique that records it (filled as technique classes are defined).
+FORMS: dict[str, type[CompressionCallback]] = {}
+
+
+class CompressionCallback(Callback):
+    """A compression technique: a Lightning callback with what the run and checkpoints need.
+
+    Class attributes:
+        name: the technique's name: its ``conf/compress/<name>.yaml``, its report entry and the
+            ``checkpoints/before_<name>/`` folder of the checkpoints it made obsolete.
+        order: techniques run in increasing ``order``, whatever order the command line gives:
+            structural changes (pruning) before those that follow the network (distillation)
+            and those that freeze it (quantization).
+        form_key: the checkpoint entry in which the technique records how it changed the
+            network's form (``None``: it leaves the form alone). Defining a subclass with a
+            ``form_key`` registers it, so that checkpoints restore that form through
+            :meth:`restore_form` without the checkpoint code knowing the technique.
+        form_needs_deploy: a network in this form is not deliverable as it is (fake-quantized):
+            only this technique's :meth:`deploy` makes the model a run delivers, so a run that
+            starts from such a checkpoint must use the technique again.
+        delivered_hint: where the model this technique delivers is, and how to load it.
+
+    A technique that changes the form records it in ``pl_module.form[form_key]`` (a plain,
+    ``weights_only``-safe value) and, when it does so mid-training, calls
+    :meth:`network_changed`.
+    """
+
+    name: ClassVar[str] = ""
+    order: ClassVar[int] = 50
+    form_key: ClassVar[str | None] = None
+    form_needs_deploy: ClassVar[bool] = False
+    delivered_hint: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.form_key is not None:
+            FORMS[cls.form_key] = cls
+
+    # -- schedule ---------------------------------------------------------------------------------
+    def last_form_change_epoch(self) -> int | None:
+        """The last epoch at which this technique changes the network's form (``None``: never).
+
+        Known once ``setup`` has run. Techniques that freeze the form (quantization) check it on
+        the techniques that run before them.
+        """
+        return None
+
+    def network_changed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start the run's bookkeeping afresh after the network changed form mid-training.
+
+        The best validation accuracy so far (``val/acc_best``, the default sweep objective)
+        restarts, so that it describes the network the run delivers, and the best checkpoints
+        of the old form are moved to ``checkpoints/before_<name>/``: they hold another
+        architecture and cannot be "the best" of this one, but a run trained from scratch has
+        no other trained network of the old form (a teacher, a baseline).
+        """
+        pl_module.restart_best()
+        for callback in trainer.checkpoint_callbacks:
+            if not isinstance(callback, ModelCheckpoint):
+                continue
+            paths = forget_best_checkpoints(callback)
+            if trainer.is_global_zero and callback.dirpath:
+                _move_apart(paths, Path(callback.dirpath) / f"before_{self.name or 'change'}")
+
+    # -- the run's end ----------------------------------------------------------------------------
+    def deploy(
+        self,
+        module: L.LightningModule,
+        data: L.LightningDataModule,
+        output_dir: str | os.PathLike[str],
+        evaluate: bool,
+        measure: bool,
+        min_run_time_s: float = 1.0,
+    ) -> ModelStats | None:
+        """Turn the trained network into what is deployed, if this technique makes another one.
+
+        Returns the deployed model's statistics (the report's ``after`` entry), or ``None`` when
+        the trained network itself is what is deployed (the default).
+        """
+        return None
+
+    def report_entries(self) -> dict[str, Any]:
+        """Entries this technique adds to report.json (by convention under its ``name``)."""
+        return {}
+
+    # -- forms in checkpoints ---------------------------------------------------------------------
+    @classmethod
+    def form_reachable(cls, done: Any, wanted: Any) -> bool:
+        """Whether a network of form ``done`` can be brought to ``wanted`` (default: from none)."""
+        return done is None
+
+    @classmethod
+    def restore_form(
+        cls, net: nn.Module, done: Any, wanted: Any, input_shape: Sequence[int]
+    ) -> nn.Module:
+        """Bring ``net`` (form ``done``) to the form ``wanted``; returns the network.
+
+        Called on a freshly built network when a checkpoint is loaded, before its weights are.
+        """
+        raise NotImplementedError(f"{cls.__name__} records {cls.form_key!r} but cannot restore it")
+
+
+def _move_apart(paths: list[str], folder: Path) -> None:
+    for path in map(Path, paths):
+        if path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.move(path, folder / path.name)
+            log.info("Checkpoint of the earlier network form moved to %s", folder / path.name)

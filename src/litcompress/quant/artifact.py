@@ -1,0 +1,206 @@
+"""The int8 artifact a run delivers: converted, saved, reloaded as a user reloads it, measured.
+
+* ``pt2e``: ``model_int8.pt2``, an ExportedProgram (``torch.export.save``) with a dynamic batch
+  dimension, compiled by inductor when loaded.
+* ``fx``: ``model_int8.pt``, a state dict plus the network's config and form, loaded with
+  ``weights_only=True`` and rebuilt by preparing and converting a fresh network.
+
+:func:`load_int8` reloads either in a fresh process, ready to run at int8 speed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from collections.abc import Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from litcompress.checkpoint import CHECKPOINT_KEY, rebuild_network, require_file
+from litcompress.compat import enable_inductor_freezing
+from litcompress.errors import ConfigError
+from litcompress.quant.backends import TRACE_BATCH, batch_dim, convert, quiet_deprecations
+from litcompress.report import (
+    ModelStats,
+    atomic_path,
+    count_macs,
+    count_params,
+    measure_latency_ms,
+    state_dict_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS = {"pt2e": "model_int8.pt2", "fx": "model_int8.pt"}
+
+
+def save_int8(
+    model: nn.Module,
+    backend: str,
+    path: str | os.PathLike[str],
+    input_shape: Sequence[int],
+    meta: dict[str, Any],
+) -> Path:
+    """Write the int8 ``model`` to ``path`` whole or not at all.
+
+    ``pt2e``: an ExportedProgram with a dynamic batch dimension. ``fx``: a state dict plus
+    ``meta`` (the network's config and form), which :func:`load_int8` needs to rebuild it.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if backend == "pt2e":
+            example = (torch.randn(TRACE_BATCH, *input_shape),)
+            with quiet_deprecations():
+                program = torch.export.export(
+                    model, example, dynamic_shapes=batch_dim(), strict=True
+                )
+            buffer = io.BytesIO()  # the archive is named after the file: not after `tmp`
+            torch.export.save(program, buffer)
+            tmp.write_bytes(buffer.getbuffer())
+        else:
+            torch.save({CHECKPOINT_KEY: meta, "state_dict": model.state_dict()}, tmp)
+    return path
+
+
+def enable_int8_kernels() -> None:
+    """Make this process able to load and compile torchao int8 programs at full speed.
+
+    ``import torchao`` registers the quantize/dequantize ops a ``.pt2`` refers to; the x86
+    quantizer module registers inductor's int8 fusion passes (without it the compile succeeds
+    but runs reference kernels, ~5x slower); freezing lets inductor pack the int8 weights.
+    """
+    import torchao  # noqa: F401
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
+
+    enable_inductor_freezing()
+
+
+def load_int8(path: str | os.PathLike[str], compile: bool = True) -> nn.Module:
+    """Reload an int8 artifact written by a run, in eval mode on the CPU.
+
+    Args:
+        path: ``model_int8.pt2`` (pt2e) or ``model_int8.pt`` (fx) from a run folder.
+        compile: for ``.pt2``, compile with inductor (int8 kernels; the first call per batch size
+            compiles, ~15 s). Without it the program runs slow reference ops.
+    """
+    resolved = require_file(path, "path")
+    if resolved.suffix == ".pt2":
+        enable_int8_kernels()
+        module = torch.export.load(resolved).module()
+        return torch.compile(module, dynamic=False) if compile else module
+    saved = torch.load(resolved, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or CHECKPOINT_KEY not in saved:
+        raise ConfigError(f"{path} is not an int8 model written by litcompress (fx backend).")
+    meta = saved[CHECKPOINT_KEY]
+    twin = rebuild_network(meta["model_config"], meta).cpu()
+    size = meta["model_config"]["image_size"]
+    with torch.no_grad():  # conversion needs observed ranges; the saved state replaces them
+        twin(torch.zeros(TRACE_BATCH, meta["model_config"]["in_channels"], size, size))
+    int8 = convert(twin)
+    int8.load_state_dict(saved["state_dict"])
+    return int8.eval()
+
+
+def deploy_int8(
+    module: L.LightningModule,
+    data: L.LightningDataModule,
+    output_dir: str | os.PathLike[str],
+    backend: str,
+    quantization_key: str,
+    evaluate: bool,
+    measure: bool,
+    min_run_time_s: float = 1.0,
+) -> ModelStats | None:
+    """Convert ``module``'s fake-quantized network to int8, save it, reload it and measure it.
+
+    Args:
+        module: a :class:`~litcompress.module.ClassifierModule` whose network is a
+            :class:`~litcompress.quant.fake_quant.FakeQuantNet` (trained or calibrated).
+        data: the data module; its test split is used when ``evaluate``.
+        output_dir: the run folder, where the artifact goes.
+        backend: the backend that prepared the network.
+        quantization_key: the form entry that records the quantization (the float network,
+            measured beside the int8 one, is rebuilt without it).
+        evaluate: measure the int8 model's test accuracy (on the CPU).
+        measure: measure size and speed; return the report's ``after`` entry.
+        min_run_time_s: timing budget per batch size.
+
+    Returns:
+        the int8 model's statistics, or ``None`` when not ``measure``.
+    """
+    # Convert a CPU twin (traced on the CPU) of the network: training may have been on a GPU.
+    twin = rebuild_network(module.model_config, module.form)
+    twin.load_state_dict({k: v.cpu() for k, v in module.net.state_dict().items()})
+    log.info("Converting the network to int8 (%s)", backend)
+    int8 = convert(twin)
+    meta = {"model_config": module.model_config, **module.form}
+    path = save_int8(int8, backend, Path(output_dir) / ARTIFACTS[backend], module.input_shape, meta)
+    log.info("Saved the int8 model to %s", path)
+    # Measure what was saved, loaded the way a user loads it.
+    deployed = load_int8(path)
+    input_shape = module.input_shape
+    test_acc = None
+    if evaluate:
+        # As many batches as trainer.test saw (limit_test_batches), for a like-for-like figure.
+        batches = module.trainer.num_test_batches if module._trainer else []
+        limit = batches[0] if batches else None
+        test_acc = evaluate_cpu(deployed, data.test_dataloader(), module.num_classes, limit)
+        log.info("int8 test accuracy: %.4f", test_acc)
+        for logger in module.loggers:
+            logger.log_metrics({"int8/test_acc": test_acc}, step=module.global_step)
+    if not measure:
+        return None
+    float_form = {k: v for k, v in module.form.items() if k != quantization_key}
+    float_net = rebuild_network(module.model_config, float_form).eval()
+    enable_int8_kernels()
+    fp32_compiled = torch.compile(float_net, dynamic=False)
+    return ModelStats(
+        test_acc=test_acc,
+        params=count_params(float_net),
+        macs=count_macs(float_net, input_shape),
+        file_bytes=path.stat().st_size,
+        latency_ms_b1=measure_latency_ms(deployed, input_shape, 1, min_run_time_s),
+        latency_ms_b32=measure_latency_ms(deployed, input_shape, 32, min_run_time_s),
+        extra={
+            "int8_backend": backend,
+            "int8_artifact": path.name,
+            # The artifact also holds the program; these are its tensors alone.
+            "int8_weights_bytes": state_dict_bytes(int8),
+            "fp32_file_bytes": state_dict_bytes(float_net),
+            "fp32_compiled_latency_ms_b1": measure_latency_ms(
+                fp32_compiled, input_shape, 1, min_run_time_s
+            ),
+            "fp32_compiled_latency_ms_b32": measure_latency_ms(
+                fp32_compiled, input_shape, 32, min_run_time_s
+            ),
+        },
+    )
+
+
+def evaluate_cpu(
+    net: nn.Module, loader: Any, num_classes: int, max_batches: float | None = None
+) -> float:
+    """Accuracy of ``net`` over (the first ``max_batches`` batches of) ``loader`` on the CPU.
+
+    Short last batches are padded to the first batch's size, so that a model compiled for one
+    batch size is not compiled again.
+    """
+    # Only this process evaluates, even under DDP: no syncing with the other ranks.
+    accuracy = MulticlassAccuracy(num_classes, average="micro", sync_on_compute=False)
+    batch_size = None
+    with torch.no_grad():
+        for x, y in islice(loader, None if max_batches in (None, math.inf) else int(max_batches)):
+            batch_size = batch_size or len(x)
+            n = len(x)
+            if n < batch_size:
+                x = torch.cat([x, x[-1:].expand(batch_size - n, *x.shape[1:])])
+            accuracy.update(net(x)[:n], y)
+    return float(accuracy.compute())

@@ -1,0 +1,158 @@
+"""Preparing a network for int8 with one of two backends, and converting it to int8.
+
+* ``pt2e`` (default): ``torch.export`` + torchao's PT2E flow with the x86 inductor quantizer
+  (per-channel int8 weights, int8 activations); converted and compiled by inductor into oneDNN
+  int8 kernels. Needs a C++ compiler.
+* ``fx``: torch.ao's FX flow with the x86 qconfig; runs int8 fbgemm kernels in eager mode, no
+  compiler needed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from litcompress.compat import cpp_compiler, cpp_compiler_setting
+from litcompress.errors import ConfigError
+from litcompress.quant.fake_quant import FakeQuantNet
+
+BACKENDS = ("pt2e", "fx")
+# Batch of the example input used to trace the network (> 1: BatchNorm trains on it).
+TRACE_BATCH = 4
+
+
+def check_backend(backend: str, option: str = "compress.qat.backend") -> None:
+    """Raise ConfigError if ``backend`` is unknown or cannot produce int8 kernels here."""
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"{option}={backend!r} is unknown; choose pt2e (torchao, compiled int8) or "
+            f"fx (torch.ao, eager int8, no compiler needed)."
+        )
+    if backend == "pt2e":
+        try:
+            cpp_compiler()
+        except Exception as error:
+            raise ConfigError(
+                f"{option}=pt2e compiles its int8 kernels with inductor, which needs a "
+                f"C++ compiler, and none was found (looked for {cpp_compiler_setting()}; "
+                f"{type(error).__name__}: {error}). Install one (e.g. apt install g++, or set "
+                f"CXX), or use {option}=fx, which runs int8 without compiling."
+            ) from error
+    if "x86" not in torch.backends.quantized.supported_engines:
+        raise ConfigError(
+            f"{option}={backend} targets x86 int8 kernels, which this torch build lacks "
+            f"(quantized engines: {torch.backends.quantized.supported_engines}). Run on an "
+            f"x86-64 machine."
+        )
+
+
+@contextmanager
+def quiet_deprecations() -> Iterator[None]:
+    """Silence the deprecation notes torch.ao's FX workflow and torch.export print at every call."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated")
+        yield
+
+
+def batch_dim() -> tuple[dict[int, Any]]:
+    """``dynamic_shapes`` for ``torch.export`` of an image network: a dynamic batch dimension."""
+    return ({0: torch.export.Dim("batch", min=1, max=65536)},)
+
+
+def _x86_quantizer(reduce_range: bool, is_qat: bool) -> Any:
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    return X86InductorQuantizer().set_global(
+        get_default_x86_inductor_quantization_config(is_qat=is_qat, reduce_range=reduce_range)
+    )
+
+
+def prepare(
+    net: nn.Module, backend: str, input_shape: Sequence[int], reduce_range: bool = False
+) -> FakeQuantNet:
+    """Fake-quantize ``net`` for quantization-aware training with ``backend``, on its device.
+
+    ``net`` itself may be changed (FX fuses modules in place): pass a copy to keep it.
+    ``reduce_range`` (pt2e) quantizes activations to 7 bits, so that int8 kernels on CPUs without
+    VNNI do not saturate their 16-bit intermediate sums.
+
+    Raises:
+        ConfigError: the network cannot be traced; the message names the failing op or module.
+    """
+    device = next(net.parameters()).device
+    example = (torch.randn(TRACE_BATCH, *input_shape, device=device),)
+    net.train()
+    name = type(net).__name__
+    with quiet_deprecations():
+        if backend == "pt2e":
+            from torchao.quantization.pt2e import move_exported_model_to_train
+            from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+            try:
+                exported = torch.export.export(
+                    net, example, dynamic_shapes=batch_dim(), strict=True
+                )
+            except Exception as error:
+                raise ConfigError(
+                    f"torch.export cannot capture {name} for compress.qat.backend=pt2e: "
+                    f"{type(error).__name__}: {_first_lines(error)} Make that module "
+                    f"export-friendly, or try compress.qat.backend=fx."
+                ) from error
+            graph = prepare_qat_pt2e(exported.module(), _x86_quantizer(reduce_range, is_qat=True))
+            move_exported_model_to_train(graph)
+        else:
+            from torch.ao.quantization import get_default_qat_qconfig_mapping
+            from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+            try:
+                graph = prepare_qat_fx(net, get_default_qat_qconfig_mapping("x86"), example)
+            except Exception as error:
+                raise ConfigError(
+                    f"torch.fx cannot trace {name} for compress.qat.backend=fx: "
+                    f"{type(error).__name__}: {_first_lines(error)} Make that module traceable, "
+                    f"or try compress.qat.backend=pt2e."
+                ) from error
+    return FakeQuantNet(graph, backend).to(device)
+
+
+def _first_lines(error: Exception, lines: int = 6) -> str:
+    text = "\n".join(str(error).strip().splitlines()[:lines])
+    return text if text.endswith(".") else text + "."
+
+
+def convert(fake_quant: FakeQuantNet) -> nn.Module:
+    """The int8 model of a fake-quantized network on the CPU (``fake_quant`` is consumed)."""
+    fake_quant.eval()
+    fake_quant.sync_mode()
+    graph = fake_quant.graph
+    with quiet_deprecations():
+        if fake_quant.backend == "pt2e":
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+            converted = convert_pt2e(graph)
+            _drop_unused_tensors(converted)
+            return converted
+        from torch.ao.quantization.quantize_fx import convert_fx
+
+        return convert_fx(graph)
+
+
+def _drop_unused_tensors(graph: torch.fx.GraphModule) -> None:
+    """Delete the fp32 weights that conversion replaced by int8 constants but left attached."""
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    used = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
+    for name, _ in [*graph.named_parameters(), *graph.named_buffers()]:
+        if name not in used:
+            owner_name, _, attr = name.rpartition(".")
+            delattr(graph.get_submodule(owner_name) if owner_name else graph, attr)

@@ -1,0 +1,106 @@
+"""The private APIs litcompress relies on (litcompress.compat), checked against the pinned versions.
+
+Each test fails loudly when an upgrade of torch, torchao or Lightning moves or changes one of them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import platform
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
+from torch import nn
+
+from litcompress import compat
+
+
+class ConvBnDrop(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.bn(self.conv(x)))
+
+
+def exported_in_training_mode() -> torch.fx.GraphModule:
+    torch.manual_seed(0)
+    net = ConvBnDrop().train()
+    return torch.export.export(net, (torch.randn(4, 1, 6, 6),), strict=True).module()
+
+
+def test_replace_batchnorm_switches_an_exported_graph_to_running_statistics():
+    graph = exported_in_training_mode()
+    compat.replace_dropout(graph, train_to_eval=True)  # isolate BatchNorm
+    x = torch.randn(4, 1, 6, 6)  # the export fixed the batch size
+    y = torch.cat([x[:2], torch.randn(2, 1, 6, 6)])
+    # Training BatchNorm: an image's output depends on the rest of its batch.
+    assert not torch.allclose(graph(x)[:2], graph(y)[:2])
+    compat.replace_batchnorm(graph, train_to_eval=True)
+    stats = {k: v.clone() for k, v in graph.state_dict().items() if "running" in k}
+    torch.testing.assert_close(graph(x)[:2], graph(y)[:2])
+    assert stats and all(torch.equal(v, graph.state_dict()[k]) for k, v in stats.items())
+    compat.replace_batchnorm(graph, train_to_eval=False)
+    assert not torch.allclose(graph(x)[:2], graph(y)[:2])
+
+
+def test_replace_dropout_switches_an_exported_graph_to_evaluation():
+    graph = exported_in_training_mode()
+    compat.replace_batchnorm(graph, train_to_eval=True)
+    x = torch.randn(4, 1, 6, 6)
+    assert not torch.equal(graph(x), graph(x))  # dropout draws a new mask each call
+    compat.replace_dropout(graph, train_to_eval=True)
+    torch.testing.assert_close(graph(x), graph(x))
+
+
+def test_cpu_has_vnni_reads_the_cpu_flags():
+    has = compat.cpu_has_vnni()
+    assert isinstance(has, bool)
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() in ("x86_64", "AMD64") and cpuinfo.exists():
+        assert has == ("avx512_vnni" in cpuinfo.read_text().split())
+
+
+def test_cpp_compiler_is_found_and_named():
+    assert shutil.which(compat.cpp_compiler()), "inductor's compiler is not an executable"
+    assert compat.cpp_compiler_setting()  # what the error message names when none is found
+
+
+def test_enable_inductor_freezing_sets_the_inductor_flag():
+    from torch._inductor import config
+
+    before = config.freezing
+    try:
+        config.freezing = False
+        compat.enable_inductor_freezing()
+        assert config.freezing is True
+    finally:
+        config.freezing = before
+
+
+def test_rewrap_ddp_uses_lightning_calls_that_exist():
+    # The behaviour under real DDP is tested end to end (test_cli.py, DDP pruning).
+    assert isinstance(inspect.getattr_static(DDPStrategy, "model"), property)
+    assert inspect.getattr_static(DDPStrategy, "model").fset is not None
+    assert list(inspect.signature(DDPStrategy.configure_ddp).parameters) == ["self"]
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_forget_best_checkpoints_leaves_the_state_of_a_fresh_callback(tmp_path, mode):
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor="val/acc", mode=mode, save_top_k=2)
+    fresh = callback.state_dict()
+    callback.best_k_models = {"a.ckpt": torch.tensor(0.5), "b.ckpt": torch.tensor(0.7)}
+    callback.best_model_path = callback.kth_best_model_path = "b.ckpt"
+    callback.best_model_score = callback.kth_value = torch.tensor(0.7)
+    assert sorted(compat.forget_best_checkpoints(callback)) == ["a.ckpt", "b.ckpt"]
+    state = callback.state_dict()
+    for key in ("best_k_models", "best_model_path", "best_model_score", "kth_best_model_path"):
+        assert state[key] == fresh[key], key
+    assert torch.equal(state["kth_value"], fresh["kth_value"])
