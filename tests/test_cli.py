@@ -137,9 +137,15 @@ def test_ddp_pruning_gives_the_same_network_on_every_rank(tmp_path, schedule):
     output = result.stdout + result.stderr + "".join(p.read_text() for p in tmp_path.glob("*.log"))
     steps = 2 if len(schedule) > 1 else 1
     for step in range(1, steps + 1):
-        counts = set(re.findall(rf"Rank \d after pruning step {step}: (\d+) parameters", output))
-        ranks = set(re.findall(rf"Rank (\d) after pruning step {step}:", output))
-        assert ranks == {"0", "1"} and len(counts) == 1, output[-3000:]
+        found = re.findall(
+            rf"Rank (\d) after pruning step {step}: (\d+) parameters, weights (\w+), history (\w+)",
+            output,
+        )
+        assert {rank for rank, *_ in found} == {"0", "1"}, output[-3000:]
+        # The same weights (a hash of the state dict) and pruning history on every rank.
+        networks = {tuple(network) for _, *network in found}
+        assert len(networks) == 1, found
+        counts = {count for _, count, *_ in found}
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["after"]["params"] == int(counts.pop())
     assert len(report["prune"]["steps"]) == steps

@@ -75,7 +75,9 @@ def test_optim_and_scheduler_options(optim, scheduler):
     params = [torch.nn.Parameter(torch.zeros(3))]
     optimizer = instantiate(cfg.optim)(params)
     assert isinstance(optimizer, torch.optim.Optimizer)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr, rel=1.0)
+    # The optimizer starts at the configured rate (before a scheduler takes it over).
+    assert optimizer.param_groups[0]["lr"] == cfg.optim.lr
+    assert optimizer.defaults.get("weight_decay", 0.0) == cfg.optim.get("weight_decay", 0.0)
     if scheduler == "none":
         assert not cfg.scheduler
         return

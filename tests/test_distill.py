@@ -23,12 +23,10 @@ from tests.test_cli import DDP_QUICK, train_py
 MODEL = ["model=resnet", "model.depth=8"]
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> Path:
+@pytest.fixture
+def teacher(trained_resnet8) -> Path:
     """A trained (briefly) ResNet-8 on digits: the teacher of these tests."""
-    output_dir = tmp_path_factory.mktemp("teacher")
-    run(compose_config([*FAST, *MODEL, "report.enabled=false"], output_dir))
-    return output_dir / "checkpoints" / "last.ckpt"
+    return trained_resnet8
 
 
 class Probe(Callback):

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from litcompress.checkpoint import load_network, read_checkpoint
-from litcompress.compress.prune import PruneCallback, PrunedOptimizerState
+from litcompress.compress.prune import PrunedOptimizerState
 from litcompress.errors import ConfigError
 from litcompress.models import CifarResNet
 from litcompress.run import build, build_compression, build_module, run
@@ -201,6 +201,7 @@ def test_init_from_a_pruned_checkpoint(make_config, tmp_path):
 def test_speedup_target_is_reached(make_config, tmp_path, importance):
     report = train(
         make_config,
+        "model.depth=8",
         "compress.prune.speedup=2.0",
         "compress.prune.start_epoch=0",
         f"compress.prune.importance={importance}",
@@ -210,30 +211,105 @@ def test_speedup_target_is_reached(make_config, tmp_path, importance):
     assert 2.0 <= ratio < 2.3
 
 
-@pytest.mark.parametrize("importance", ["l1", "taylor", "bn_scale", "lamp", "fpgm", "random"])
-def test_every_importance_prunes(make_config, tmp_path, importance):
-    report = train(
-        make_config,
-        "model=cnn",
-        f"compress.prune.importance={importance}",
-        # After an epoch of training: at initialisation every BatchNorm scale is 1 (a tie).
-        "compress.prune.start_epoch=1",
-        "compress.prune.global_pruning=true",
-        "compress.prune.round_to=4",
-        output_dir=tmp_path,
+def prune_trained(make_config, checkpoint: Path, output_dir: Path, *overrides: str) -> dict:
+    """Prune a trained network at once (one short epoch); returns its checkpoint record."""
+    run(
+        make_config(
+            *PRUNE,
+            f"init_from={checkpoint}",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=1",
+            "report.enabled=false",
+            "test=false",
+            *overrides,
+            output_dir=output_dir,
+        )
     )
-    assert report["after"]["macs"] < report["before"]["macs"] / 2
+    return read_checkpoint(output_dir / "checkpoints" / "last.ckpt")["litcompress"]
 
 
-def test_sparse_training_then_pruning(make_config, tmp_path):
-    report = train(
-        make_config,
-        "model=cnn",
-        "compress.prune.sparsity_reg=1e-3",
-        "compress.prune.start_epoch=1",
-        output_dir=tmp_path,
-    )
-    assert report["after"]["params"] < report["before"]["params"] / 2
+def test_every_importance_ranks_channels_its_own_way(make_config, trained_resnet8, tmp_path):
+    history = {
+        importance: prune_trained(
+            make_config,
+            trained_resnet8,
+            tmp_path / importance,
+            f"compress.prune.importance={importance}",
+            # Ranked across layers: LAMP ranks like magnitude within one layer.
+            "compress.prune.global_pruning=true",
+        )["pruning_history"]
+        for importance in ("l2", "l1", "taylor", "bn_scale", "lamp", "fpgm", "random")
+    }
+    for importance, steps in history.items():
+        if importance != "l2":  # the ranking, not only the count, comes from the importance
+            assert steps != history["l2"], f"{importance} removed the channels l2 removes"
+
+
+def test_round_to_keeps_channel_counts_multiples(make_config, trained_resnet8, tmp_path):
+    for round_to, check in (("null", False), (8, True)):
+        output = tmp_path / f"round{round_to}"
+        prune_trained(
+            make_config,
+            trained_resnet8,
+            output,
+            "compress.prune.ratio=0.3",
+            f"compress.prune.round_to={round_to}",
+        )
+        net = load_network(output / "checkpoints" / "last.ckpt")
+        widths = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all(w % 8 == 0 for w in widths) == check, widths
+
+
+def test_max_layer_ratio_limits_what_any_layer_loses(make_config, trained_resnet8, tmp_path):
+    dense = load_network(trained_resnet8)
+    before = {n: m.out_channels for n, m in dense.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    lost = {}
+    for limit in (1.0, 0.4):
+        output = tmp_path / f"limit{limit}"
+        prune_trained(
+            make_config,
+            trained_resnet8,
+            output,
+            "compress.prune.ratio=0.6",
+            "compress.prune.global_pruning=true",
+            f"compress.prune.max_layer_ratio={limit}",
+        )
+        net = load_network(output / "checkpoints" / "last.ckpt")
+        after = {n: m.out_channels for n, m in net.named_modules() if n in before}
+        lost[limit] = max(1 - after[n] / before[n] for n in before)
+    assert lost[1.0] > 0.6  # global ranking alone strips some layer far beyond the limit
+    # torch-pruning stops a layer once past the limit, between small steps: one channel of a
+    # 16-channel layer (6%) may go beyond it.
+    assert lost[0.4] <= 0.4 + 1 / 16 + 1e-9
+
+
+class NormsBeforePruning(Callback):
+    """The sum of the conv weights' norms at the end of epoch 0 (before pruning at epoch 1)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            self.norm = sum(
+                float(m.weight.norm())
+                for m in pl_module.net.modules()
+                if isinstance(m, torch.nn.Conv2d)
+            )
+
+
+def test_sparse_training_shrinks_the_weights_before_pruning(make_config, tmp_path):
+    norms = {}
+    for reg in (0.0, 0.05):
+        probe = NormsBeforePruning()
+        report = train(
+            make_config,
+            "model=cnn",
+            f"compress.prune.sparsity_reg={reg}",
+            "compress.prune.start_epoch=1",
+            output_dir=tmp_path / str(reg),
+            callbacks=[probe],
+        )
+        assert report["after"]["params"] < report["before"]["params"] / 2
+        norms[reg] = probe.norm
+    assert norms[0.05] < 0.9 * norms[0.0], norms
 
 
 def test_tensorboard_shows_pruning_steps_and_channels(make_config, tmp_path):
@@ -259,10 +335,6 @@ def test_bad_prune_options_fail_before_training(make_config, tmp_path, override,
     with pytest.raises(ConfigError, match=message):
         run(make_config(*PRUNE, override, output_dir=tmp_path))
     assert not (tmp_path / "checkpoints").exists()
-
-
-def test_callback_order_puts_pruning_first():
-    assert PruneCallback.order < 20
 
 
 COVERAGE = {

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from litcompress.checkpoint import load_network, read_checkpoint, rebuild_network
-from litcompress.compress.prune import PruneCallback
+from litcompress.compat import cpu_has_vnni
 from litcompress.compress.qat import QATCallback
 from litcompress.errors import ConfigError
 from litcompress.models import SmallCNN
@@ -21,21 +21,12 @@ from litcompress.quant.artifact import load_int8
 from litcompress.quant.backends import convert, prepare
 from litcompress.quant.fake_quant import FakeQuantNet
 from litcompress.run import build, run
-from tests.conftest import FAST, compose_config
-
-QAT = [*FAST, "compress=qat", "model=resnet", "model.depth=8"]
+from tests.conftest import FAST, QAT, compose_config
 
 
 def train(*overrides: str, output_dir: Path) -> dict:
     run(compose_config([*QAT, *overrides], output_dir))
     return json.loads((output_dir / "report.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def qat_run(tmp_path_factory) -> tuple[Path, dict]:
-    """One pt2e QAT run (float epoch 0, QAT epoch 1), shared by the tests that read its output."""
-    output_dir = tmp_path_factory.mktemp("qat") / "run"
-    return output_dir, train("compress.qat.start_epoch=1", output_dir=output_dir)
 
 
 # -- the fake-quantized network ------------------------------------------------------------------
@@ -336,5 +327,56 @@ def test_a_qat_checkpoint_needs_compress_qat_to_go_on(qat_run, tmp_path):
         run(cfg)
 
 
-def test_callback_order_quantizes_last():
-    assert QATCallback.order > PruneCallback.order
+@pytest.mark.parametrize(("reduce_range", "activation_max"), [(False, 255), (True, 127)])
+def test_reduce_range_quantizes_activations_to_seven_bits(reduce_range, activation_max):
+    net = prepare(
+        SmallCNN(num_classes=10, in_channels=1, image_size=8), "pt2e", (1, 8, 8), reduce_range
+    )
+    activations = {m.quant_max for m in net.modules() if getattr(m, "dtype", None) == torch.uint8}
+    assert activations == {activation_max}
+    assert QATCallback(reduce_range=None).reduce_range == (not cpu_has_vnni())
+
+
+class FreezeProbe(Callback):
+    """Records, per epoch, the freeze flags and whether the ranges and statistics moved."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.start = (observer_state(pl_module.net), bn_state(pl_module.net))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        net = pl_module.net
+        observers, stats = self.start
+        self.epochs.append(
+            (
+                net.bn_frozen,
+                net.observers_frozen,
+                changed(stats, bn_state(net)),
+                changed(observers, observer_state(net)),
+            )
+        )
+
+
+def test_batchnorm_and_observers_freeze_at_their_epochs(trained_resnet8, tmp_path):
+    probe = FreezeProbe()
+    cfg = compose_config(
+        [
+            *QAT,
+            f"init_from={trained_resnet8}",
+            "trainer.max_epochs=3",
+            "compress.qat.freeze_bn_epoch=1",
+            "compress.qat.freeze_observer_epoch=2",
+            "report.enabled=false",
+            "test=false",
+        ],
+        tmp_path,
+    )
+    run(cfg, extra_callbacks=[probe])
+    # (bn frozen, observers frozen, statistics moved, ranges moved) per epoch
+    assert probe.epochs == [
+        (False, False, True, True),
+        (True, False, False, True),
+        (True, True, False, False),
+    ]

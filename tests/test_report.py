@@ -8,10 +8,14 @@ from torch import nn
 
 from litcompress.models import CifarResNet
 from litcompress.report import (
+    REPORT_FIGURES,
+    ModelStats,
+    atomic_path,
     build_report,
     count_macs,
     count_params,
     measure,
+    report_figures,
     report_markdown,
     state_dict_bytes,
     write_json_atomic,
@@ -63,9 +67,31 @@ def test_measure_leaves_the_training_copy_alone_and_report_schema():
             "latency_ms_b1",
             "latency_ms_b32",
         }
-    assert report["speedup_b32"] == pytest.approx(1.0)
     assert report["measured_on"]["threads"] == torch.get_num_threads()
     assert "| parameters | 86 | 86 | 1.000x |" in report_markdown(report)
+
+
+def test_speedups_and_ratios_are_before_over_after():
+    def stats(params, b1, b32):
+        return ModelStats(0.9, params, 2 * params, 4 * params, b1, b32)
+
+    report = build_report(stats(100, 2.0, 9.0), stats(25, 4.0, 3.0), (1, 8, 8))
+    assert report["speedup_b32"] == 3.0  # 9 ms before, 3 ms after: three times faster
+    assert report["speedup_b1"] == 0.5  # slower at batch 1: reported as such, not hidden
+    assert "| parameters | 100 | 25 | 0.250x |" in report_markdown(report)
+    figures = report_figures(report)
+    assert figures["report/after_params"] == 25 and figures["report/speedup_b32"] == 3.0
+    assert set(REPORT_FIGURES) <= set(figures)
+
+
+def test_an_atomic_write_that_fails_half_way_leaves_the_old_file(tmp_path):
+    path = tmp_path / "report.json"
+    write_json_atomic({"a": 1}, path)
+    with pytest.raises(RuntimeError, match="disk full"), atomic_path(path) as tmp:
+        tmp.write_text('{"a": 2, "trunc')  # half of the new file written, then a failure
+        raise RuntimeError("disk full")
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
 def test_report_json_is_replaced_whole(tmp_path):
