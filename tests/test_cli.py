@@ -25,8 +25,10 @@ DDP_QUICK = [
 ]
 
 
-def train_py(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+def train_py(
+    *args: str, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=ROOT,

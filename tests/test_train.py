@@ -149,6 +149,19 @@ def test_checkpoint_with_other_class_count(make_config, tmp_path):
         run(cfg)
 
 
+def test_checkpoint_for_another_image_size(make_config, tmp_path):
+    train(
+        make_config, *SMALL_SHAPES, "model=cnn", "trainer.max_epochs=1", output_dir=tmp_path / "a"
+    )
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    cfg = make_config(*FAST, *SMALL_SHAPES, "data.image_size=24", f"init_from={last}")
+    with pytest.raises(
+        ConfigError, match=r"init_from=.*image size 32, but the data .* image size 24"
+    ):
+        run(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_unknown_torchvision_model_name(make_config):
     with pytest.raises(ConfigError, match=r"name='resnet19'.*resnet18"):
         run(make_config(*FAST, "model=torchvision", "model.name=resnet19"))

@@ -39,6 +39,15 @@ def build(config: DictConfig, **kwargs: Any) -> Any:
         cause = error.__cause__
         if isinstance(cause, ConfigError):
             raise cause from None
+        target = config.get("_target_") if hasattr(config, "get") else None
+        if target and str(error).startswith("Error locating target"):
+            module = str(target).rpartition(".")[0]
+            raise ConfigError(
+                f"_target_: {target} cannot be imported ({type(cause).__name__}: {cause}). A "
+                f"class or function in your own file must be importable as {module}: add the "
+                f"folder that holds {module.replace('.', '/')}.py to PYTHONPATH (e.g. "
+                f"PYTHONPATH=~/my_models python train.py ...), or fix the name."
+            ) from None
         raise
 
 
