@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -139,18 +137,6 @@ def row(entry: dict) -> str:
     )
 
 
-def cpu_description() -> str:
-    model, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        text = cpuinfo.read_text()
-        found = re.search(r"model name\s*:\s*(.*)", text)
-        model = found.group(1).strip() if found else model
-        flags = set(text.split())
-    sets = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"{model}, {os.cpu_count()} cores ({', '.join(sets) or 'no AVX2'})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="*", help="default: every torchvision classifier")
@@ -167,10 +153,12 @@ def main() -> None:
 
     import torchvision
 
+    from litcompress.report import describe_cpu
+
     names = args.models or torchvision.models.list_models(module=torchvision.models)
     print(
         f"# torchvision classifiers through build, training, pruning (ratio 0.5) and int8 "
-        f"({args.backend}) at {args.image_size}x{args.image_size}\n\nCPU: {cpu_description()}; "
+        f"({args.backend}) at {args.image_size}x{args.image_size}\n\n{describe_cpu()}; "
         f"torchvision {torchvision.__version__}\n"
     )
     print("| model | params | pruned | fewer MACs | time (s) | result |")

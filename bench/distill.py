@@ -9,13 +9,13 @@ Measured in this one process, on the generated ``shapes`` data, the same epochs 
 3. The full pipeline from the teacher, ``compress=[prune,distill,qat]``: accuracy, MACs, file size
    and CPU latency at batch 1 and 32 of the int8 pruned student against the fp32 teacher.
 
-    python bench/distill.py --teacher-run RUN0 --features layer1,layer2,layer3    # README table
+    python bench/distill.py --teacher-run UNPRUNED --features layer1,layer2,layer3   # README table
     python bench/distill.py                                 # teacher trained here, logits only
     python bench/distill.py --teacher-depth 20 --student-depth 8 --epochs 4 --num-train 2000
 
 ``--teacher-run DIR`` takes the teacher from a finished run instead of training it (its
-``report.json`` and best checkpoint; e.g. ``run0`` of ``bench/prune.py --output-dir``, which trains
-the same ResNet-56 with the same options). ``--features layer1,layer2,layer3`` adds feature
+``report.json`` and best checkpoint; e.g. ``unpruned`` of ``bench/prune.py --output-dir``, which
+trains the same ResNet-56 with the same options). ``--features layer1,layer2,layer3`` adds feature
 distillation at those layers to every distilled row.
 """
 
@@ -26,9 +26,8 @@ import json
 import tempfile
 from pathlib import Path
 
-import torch
-
 from _runs import shapes_run, train
+from litcompress.report import describe_cpu
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
     common = [*shapes_run(args.num_train, args.min_run_time), f"trainer.max_epochs={args.epochs}"]
     teacher_net = f"model.depth={args.teacher_depth}"
     student_net = f"model.depth={args.student_depth}"
-    print(f"threads: {torch.get_num_threads()}\n")
+    print(describe_cpu() + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if args.teacher_run:

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
+from litcompress.report import describe_cpu
 from litcompress.run import build, build_callbacks, build_module
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -110,7 +110,7 @@ def main() -> None:
 
     plain_ips = num_images / statistics.median(plain)
     lightning_ips = num_images / statistics.median(lightning)
-    print(f"config: {' '.join(overrides)} | threads: {torch.get_num_threads()}")
+    print(f"config: {' '.join(overrides)} | {describe_cpu()}")
     spread = " ".join(f"{num_images / t:.0f}" for t in plain)
     print(f"plain PyTorch loop : {plain_ips:8.1f} images/s  (median; epochs: {spread})")
     spread = " ".join(f"{num_images / t:.0f}" for t in lightning)

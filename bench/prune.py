@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,9 +29,10 @@ from _runs import shapes_run, train
 from litcompress.checkpoint import load_network
 from litcompress.compress.prune import after_pruning, graph_options
 from litcompress.models import CifarResNet, find_classifier, torchvision_classifier
-from litcompress.report import count_macs, count_params, measure_latency_ms
+from litcompress.report import count_macs, count_params, describe_cpu, measure_latency_ms
 
 SHAPE = (3, 32, 32)
+ROWS = ["unpruned", "litcompress", "lottery", "finetune"]
 
 
 def prune_half(net: torch.nn.Module) -> torch.nn.Module:
@@ -78,7 +80,12 @@ def size_and_speed(min_run_time_s: float) -> None:
 
 
 def accuracy(
-    depth: int, epochs: int, num_train: int, min_run_time_s: float, output_dir: Path
+    depth: int,
+    epochs: int,
+    num_train: int,
+    min_run_time_s: float,
+    output_dir: Path,
+    selected: list[str],
 ) -> None:
     print(
         f"\n## Accuracy on shapes: ResNet-{depth}, {epochs} epochs in every row, "
@@ -91,28 +98,42 @@ def accuracy(
     ]
     prune_epoch = epochs // 3
 
-    def unstructured() -> ModelPruning:
-        return ModelPruning(
+    def unstructured(lottery_ticket: bool) -> Callable[[], ModelPruning]:
+        return lambda: ModelPruning(
             "l1_unstructured",
             amount=0.5,
             apply_pruning=lambda epoch: epoch == prune_epoch,
             make_pruning_permanent=True,
+            use_lottery_ticket_hypothesis=lottery_ticket,
             verbose=0,
         )
 
     rows = {
-        "unpruned": ([], None),
-        "litcompress prune 0.5 (structured)": (
+        "unpruned": ("unpruned", [], None),
+        "litcompress": (
+            "litcompress prune 0.5 (structured)",
             ["compress=prune", f"compress.prune.start_epoch={prune_epoch}"],
             None,
         ),
-        "Lightning ModelPruning 50% (unstructured)": ([], unstructured),
+        # Lightning's default: the weights that stay are reset to their initial values.
+        "lottery": (
+            "ModelPruning 50% (unstructured), lottery ticket (Lightning's default)",
+            [],
+            unstructured(True),
+        ),
+        # The trained weights that stay are kept and fine-tuned, as litcompress does.
+        "finetune": (
+            "ModelPruning 50% (unstructured), use_lottery_ticket_hypothesis=False",
+            [],
+            unstructured(False),
+        ),
     }
+    rows = {key: rows[key] for key in selected}
     print("| model | test acc | MACs | params (nonzero) | latency b1 (ms) | latency b32 (ms) |")
     print("|---|---|---|---|---|---|")
     reference = None
-    for i, (name, (overrides, extra)) in enumerate(rows.items()):
-        run_dir = output_dir / f"run{i}"
+    for key, (name, overrides, extra) in rows.items():
+        run_dir = output_dir / key
         extra_callbacks = [extra()] if extra else None
         after = train([*common, *overrides], run_dir, extra_callbacks)["after"]
         nonzero = after["params"]
@@ -140,18 +161,25 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=ROWS,
+        choices=ROWS,
+        help="accuracy rows to run; the first is the reference of the differences",
+    )
+    parser.add_argument(
         "--output-dir", type=Path, help="keep the accuracy runs here (default: a temporary folder)"
     )
     args = parser.parse_args()
-    print(f"threads: {torch.get_num_threads()}\n")
+    print(describe_cpu() + "\n")
     size_and_speed(args.min_run_time)
     if args.skip_accuracy:
         return
     with tempfile.TemporaryDirectory() as tmp:
         output_dir = args.output_dir or Path(tmp)
-        accuracy(args.depth, args.epochs, args.num_train, args.min_run_time, output_dir)
+        accuracy(args.depth, args.epochs, args.num_train, args.min_run_time, output_dir, args.rows)
     if args.output_dir:
-        print(f"\nruns in {output_dir}: run0 unpruned, run1 litcompress, run2 ModelPruning")
+        print(f"\nruns in {output_dir}, one folder per row: {', '.join(args.rows)}")
 
 
 if __name__ == "__main__":

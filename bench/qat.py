@@ -27,7 +27,7 @@ from litcompress.checkpoint import rebuild_network
 from litcompress.compat import cpu_has_vnni
 from litcompress.quant.artifact import ARTIFACTS, enable_int8_kernels, load_int8, save_int8
 from litcompress.quant.backends import convert
-from litcompress.report import measure_latency_ms
+from litcompress.report import describe_cpu, measure_latency_ms
 
 SHAPE = (3, 32, 32)
 
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
-    print(f"threads: {torch.get_num_threads()}\n")
+    print(describe_cpu() + "\n")
     if not args.skip_speed:
         speed(args.min_run_time)
     if not args.skip_accuracy:

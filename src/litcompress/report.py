@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,6 +140,37 @@ def measure(
     )
 
 
+# Instruction sets that decide int8 speed on x86 (VNNI: int8 dot products; AMX: int8 tiles).
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_info() -> dict[str, Any]:
+    """This CPU's model name and the instruction sets that decide int8 speed (Linux: /proc)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        text = cpuinfo.read_text(errors="replace")
+        found = re.search(r"^model name\s*:\s*(.*)$", text, flags=re.M)
+        model = found.group(1).strip() if found else model
+        flags = set(text.split())
+    return {
+        "cpu": model,
+        "isa": [flag for flag in _ISA_FLAGS if flag in flags],
+        "cores": os.cpu_count(),
+    }
+
+
+def describe_cpu() -> str:
+    """One line for benchmark output: model, cores, instruction sets, torch threads."""
+    info = cpu_info()
+    isa = ", ".join(info["isa"]) or "no AVX2"
+    vnni = "VNNI" if {"avx512_vnni", "avx_vnni"} & set(info["isa"]) else "no VNNI"
+    return (
+        f"CPU: {info['cpu']}, {info['cores']} cores ({isa}; {vnni}), "
+        f"torch threads: {torch.get_num_threads()}"
+    )
+
+
 def build_report(
     before: ModelStats, after: ModelStats, input_shape: tuple[int, ...], **info: Any
 ) -> dict[str, Any]:
@@ -153,6 +185,7 @@ def build_report(
             "device": "cpu",
             "threads": torch.get_num_threads(),
             "processor": platform.processor() or platform.machine(),
+            **cpu_info(),
             "torch": torch.__version__,
             "input_shape": list(input_shape),
         },
