@@ -17,9 +17,10 @@ from litcompress.compat import cpu_has_vnni
 from litcompress.compress.qat import QATCallback
 from litcompress.errors import ConfigError
 from litcompress.models import SmallCNN
-from litcompress.quant.artifact import load_int8
+from litcompress.quant.artifact import int8_notes, load_int8
 from litcompress.quant.backends import convert, prepare
 from litcompress.quant.fake_quant import FakeQuantNet
+from litcompress.report import ModelStats, build_report, report_markdown
 from litcompress.run import build, run
 from tests.conftest import FAST, QAT, compose_config
 
@@ -138,7 +139,7 @@ def test_the_int8_artifact_reloads_in_a_fresh_process_with_identical_predictions
     torch.save(x, tmp_path / "x.pt")
     script = (
         "import sys, torch\n"
-        "from litcompress.quant.artifact import load_int8\n"
+        "from litcompress.quant.artifact import int8_notes, load_int8\n"
         "net = load_int8(sys.argv[1])\n"
         "with torch.no_grad():\n"
         "    torch.save(net(torch.load(sys.argv[2])), sys.argv[3])\n"
@@ -380,3 +381,23 @@ def test_batchnorm_and_observers_freeze_at_their_epochs(trained_resnet8, tmp_pat
         (True, False, False, True),
         (True, True, False, False),
     ]
+
+
+def test_an_int8_model_that_is_no_gain_is_reported_as_such():
+    def stats(latency_b32, file_bytes):
+        extra = {
+            "fp32_compiled_latency_ms_b32": 10.0,
+            "fp32_file_bytes": 1000,
+            "int8_weights_bytes": 250,
+        }
+        return ModelStats(0.9, 100, 200, file_bytes, 1.0, latency_b32, extra)
+
+    assert int8_notes(stats(5.0, 800)) == []
+    notes = int8_notes(stats(12.0, 1500))
+    assert "slower than the same network in fp32 compiled at batch 32 (12.00 ms" in notes[0]
+    assert "larger than the fp32 weights (1,000 bytes)" in notes[1]
+    before = ModelStats(None, 100, 200, 1000, 1.0, 20.0)
+    after = stats(12.0, 1500)
+    after.extra["notes"] = notes
+    markdown = report_markdown(build_report(before, after, (1, 8, 8)))
+    assert "**Note:** The int8 model is slower" in markdown

@@ -303,6 +303,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"\nspeed-up at batch 32: **{report['speedup_b32']:.2f}x**, at batch 1: "
         f"{report['speedup_b1']:.2f}x (CPU, {report['measured_on']['threads']} threads)"
     )
+    lines += [f"\n**Note:** {note}" for note in report["after"].get("notes", [])]
     return "\n".join(lines)
 
 
@@ -322,3 +323,5 @@ def print_report(report: dict[str, Any]) -> None:
         f"speed-up at batch 32: {report['speedup_b32']:.2f}x, at batch 1: "
         f"{report['speedup_b1']:.2f}x (CPU, {report['measured_on']['threads']} threads)"
     )
+    for note in report["after"].get("notes", []):
+        console.print(f"note: {note}")

@@ -25,7 +25,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from litcompress.checkpoint import CHECKPOINT_KEY, rebuild_network, require_file
-from litcompress.compat import enable_inductor_freezing
+from litcompress.compat import cpu_has_vnni, enable_inductor_freezing
 from litcompress.errors import ConfigError
 from litcompress.quant.backends import TRACE_BATCH, batch_dim, convert, quiet_deprecations
 from litcompress.report import (
@@ -162,7 +162,7 @@ def deploy_int8(
     float_net = rebuild_network(module.model_config, float_form).eval()
     enable_int8_kernels()
     fp32_compiled = torch.compile(float_net, dynamic=False)
-    return ModelStats(
+    stats = ModelStats(
         test_acc=test_acc,
         params=count_params(float_net),
         macs=count_macs(float_net, input_shape),
@@ -183,6 +183,33 @@ def deploy_int8(
             ),
         },
     )
+    notes = int8_notes(stats)
+    for note in notes:
+        log.warning("%s", note)
+    if notes:
+        stats.extra["notes"] = notes
+    return stats
+
+
+def int8_notes(stats: ModelStats) -> list[str]:
+    """What a user must know when the int8 model is no gain: slower or larger than fp32."""
+    notes = []
+    fp32_ms = stats.extra["fp32_compiled_latency_ms_b32"]
+    if stats.latency_ms_b32 > fp32_ms:
+        vnni = "" if cpu_has_vnni() else " This CPU has no VNNI int8 instructions."
+        notes.append(
+            f"The int8 model is slower than the same network in fp32 compiled at batch 32 "
+            f"({stats.latency_ms_b32:.2f} ms against {fp32_ms:.2f} ms): its int8 kernels do not "
+            f"pay off for these layers on this CPU.{vnni} Deploy the fp32 network, or measure on "
+            f"the CPU you deploy on."
+        )
+    if stats.file_bytes > stats.extra["fp32_file_bytes"]:
+        notes.append(
+            f"The int8 artifact ({stats.file_bytes:,} bytes) is larger than the fp32 weights "
+            f"({stats.extra['fp32_file_bytes']:,} bytes): the saved program outweighs what int8 "
+            f"weights save ({stats.extra['int8_weights_bytes']:,} bytes of tensors)."
+        )
+    return notes
 
 
 def evaluate_cpu(
