@@ -1,4 +1,6 @@
-"""Structured pruning that really removes channels, neurons and attention heads (torch-pruning).
+"""Structured pruning that really removes channels, neurons and attention widths (torch-pruning).
+
+Attention is narrowed in equal shares per head: the head count stays, each head gets narrower.
 
 The pruned network is smaller and faster as it is: no masks. Its architecture is recorded in every
 checkpoint as torch-pruning's pruning history (module names and channel indices, plain values), so
@@ -129,7 +131,8 @@ class PruneCallback(CompressionCallback):
     other ranks replay its decision, so every rank holds the same network.
 
     Args:
-        ratio: fraction of channels (and attention heads) removed by the end, in [0, 1).
+        ratio: fraction of channels (and of each attention head's width) removed by the end,
+            in [0, 1); whole heads are not removed.
         speedup: instead of ``ratio``, a target MACs reduction (e.g. 2.0 = half the MACs), pruned
             in small steps until reached.
         importance: channel ranking: l1, l2, taylor, bn_scale, lamp, fpgm or random.
