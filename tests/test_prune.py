@@ -320,6 +320,22 @@ def test_tensorboard_shows_pruning_steps_and_channels(make_config, tmp_path):
     assert "prune/channels/text_summary" in events.Tags()["tensors"]
 
 
+def test_a_network_torch_pruning_cannot_handle_fails_before_training(make_config, tmp_path):
+    # ShuffleNet's channel shuffle: torch-pruning 1.6 fails to map it (ZeroDivisionError). The
+    # default schedule prunes after a third of the epochs: the failure must come before them.
+    cfg = make_config(
+        *PRUNE,
+        "model=torchvision",
+        "model.name=shufflenet_v2_x0_5",
+        "trainer.max_epochs=3",
+        output_dir=tmp_path,
+    )
+    with pytest.raises(ConfigError, match=r"(?s)ShuffleNetV2.*ignored_layers cannot help") as error:
+        run(cfg)
+    assert "in torch-pruning's" in str(error.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 # -- bad input, before training ----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("override", "message"),

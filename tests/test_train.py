@@ -167,6 +167,11 @@ def test_unknown_torchvision_model_name(make_config):
         run(make_config(*FAST, "model=torchvision", "model.name=resnet19"))
 
 
+def test_torchvision_model_that_cannot_run_at_the_data_size(make_config):
+    with pytest.raises(ConfigError, match=r"'vit_b_16' cannot run on 8x8 images.*data.image_size"):
+        run(make_config(*FAST, "model=torchvision", "model.name=vit_b_16"))
+
+
 def test_empty_image_folder(make_config, tmp_path):
     (tmp_path / "images").mkdir()
     with pytest.raises(ConfigError, match=str(tmp_path / "images")):

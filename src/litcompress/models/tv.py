@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import warnings
 from pathlib import Path
 
@@ -29,9 +30,10 @@ def torchvision_classifier(
         in_channels: image channels; the stem conv is rebuilt (fresh weights) if they differ from 3.
         image_size: image side; decides ``small_input`` when that is None.
         name: a name in ``torchvision.models.list_models(module=torchvision.models)``.
-        small_input: adapt the stem for small images (default ``image_size < 96``): first conv to
-            stride 1 (kernel 3, padding 1 if it was larger) and a max-pool right after it removed.
-            Meant for CNNs; torchvision ViTs need ``small_input=False`` and their native size.
+        small_input: adapt the stem for small images (default: ``image_size < 96`` for models
+            that are not built for a size): first conv to stride 1 (kernel 3, padding 1 if it was
+            larger) and a max-pool right after it removed. Models that take their input size
+            (ViT: ``image_size``, MaxViT: ``input_size``) are built for ``image_size`` instead.
         weights_path: optional local torchvision ImageNet state_dict (``torch.save``d). It is loaded
             strictly into the 1000-class model before the head is replaced for ``num_classes`` and
             the stem adapted (a rebuilt stem conv loses its pretrained weights).
@@ -50,8 +52,9 @@ def torchvision_classifier(
             f"Unknown torchvision model name={name!r}.{hint} See "
             "torchvision.models.list_models(module=torchvision.models) for the valid names."
         )
+    sized = False  # built for this image size (ViT, MaxViT): its stem must stay as it is
     if weights_path is None:
-        model = _build_for(name, num_classes, image_size)
+        model, sized = _build_for(name, num_classes, image_size)
     else:
         path = Path(weights_path).expanduser()
         if not path.is_file():
@@ -69,7 +72,9 @@ def torchvision_classifier(
         _drop_auxiliary_heads(model)
         head_name, head = find_classifier(model)
         model.set_submodule(head_name, _new_head(head, num_classes))
-    _adapt_stem(model, in_channels, image_size < 96 if small_input is None else small_input)
+    if small_input is None:
+        small_input = image_size < 96 and not sized
+    _adapt_stem(model, in_channels, small_input)
     _check_runs(model, name, in_channels, image_size)
     return model
 
@@ -81,21 +86,29 @@ def _fitting_options(image_size: int) -> dict[str, object]:
     return {"aux_logits": False, "image_size": image_size, "input_size": (image_size, image_size)}
 
 
-def _build_for(name: str, num_classes: int, image_size: int) -> nn.Module:
+def _build_for(name: str, num_classes: int, image_size: int) -> tuple[nn.Module, bool]:
+    """The model with the fitting options its class takes; whether it was built for the size."""
     options = _fitting_options(image_size)
     while True:
         try:
             with warnings.catch_warnings():
                 # GoogLeNet and Inception warn that their default initialisation will change.
                 warnings.filterwarnings("ignore", message=".*default weight initialization")
-                return torchvision.models.get_model(
+                model = torchvision.models.get_model(
                     name, weights=None, num_classes=num_classes, **options
                 )
+            # Some classes swallow unknown options (ConvNeXt's **kwargs): only named ones count.
+            named = inspect.signature(type(model).__init__).parameters
+            return model, any(
+                key in named for key in ("image_size", "input_size") if key in options
+            )
         except TypeError as error:
             refused = [key for key in options if f"'{key}'" in str(error)]
             if not refused:
-                raise
+                raise _cannot_run(name, image_size, error) from error
             del options[refused[0]]
+        except Exception as error:  # e.g. ViT: a size its patches do not divide
+            raise _cannot_run(name, image_size, error) from error
 
 
 def _drop_auxiliary_heads(model: nn.Module) -> None:
@@ -112,18 +125,22 @@ def _new_head(head: nn.Module, num_classes: int) -> nn.Module:
     return rebuild_conv(head, out_channels=num_classes)
 
 
+def _cannot_run(name: str, image_size: int, error: Exception) -> ConfigError:
+    first_line = (str(error).strip().splitlines() or ["no message"])[0]
+    return ConfigError(
+        f"torchvision model {name!r} cannot run on {image_size}x{image_size} images "
+        f"({type(error).__name__}: {first_line}). Use a larger data.image_size (where the data "
+        f"module resizes; torchvision's weights are for 224), or another model."
+    )
+
+
 def _check_runs(model: nn.Module, name: str, in_channels: int, image_size: int) -> None:
     """Run one image through ``model`` now, so that a size it cannot take fails before training."""
     try:
         with torch.no_grad():
             logits = model.eval()(torch.zeros(1, in_channels, image_size, image_size))
     except Exception as error:
-        raise ConfigError(
-            f"torchvision model {name!r} cannot run on {image_size}x{image_size} images "
-            f"({type(error).__name__}: {str(error).strip().splitlines()[0]}). Use a larger "
-            f"data.image_size (where the data module resizes; torchvision's weights are for "
-            f"224), or another model."
-        ) from error
+        raise _cannot_run(name, image_size, error) from error
     finally:
         model.train()
     if not torch.is_tensor(logits) or logits.ndim != 2:
