@@ -17,12 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from litcompress.checkpoint import (
     CHECKPOINT_KEY,
+    OWNERS_KEY,
     build_network,
     form_of,
     read_checkpoint,
     require_file,
+    technique_of,
 )
-from litcompress.compress.base import FORMS, CompressionCallback
+from litcompress.compress.base import CompressionCallback
 from litcompress.data.base import ClassificationData
 from litcompress.errors import ConfigError
 from litcompress.module import ClassifierModule
@@ -82,11 +84,12 @@ def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
                     f"data.image_size={net_config.get('image_size')} where the data module "
                     f"resizes), or start from scratch (init_from=null)."
                 )
-        form = form_of(checkpoint[CHECKPOINT_KEY])
+        meta = checkpoint[CHECKPOINT_KEY]
+        form = form_of(meta)
         chosen = set(cfg.compress or {})
         for key in form:
-            technique = FORMS.get(key)
-            if technique and technique.form_needs_deploy and technique.name not in chosen:
+            technique = technique_of(key, meta.get(OWNERS_KEY))
+            if technique.form_needs_deploy and technique.name not in chosen:
                 raise ConfigError(
                     f"init_from={cfg.init_from} is a checkpoint of a network in the form "
                     f"compress={technique.name} gives it ({key}), which only that technique turns "
