@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=10000)
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument(
         "--rows",
         nargs="+",
@@ -172,7 +173,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(describe_cpu() + "\n")
-    size_and_speed(args.min_run_time)
+    if not args.skip_speed:
+        size_and_speed(args.min_run_time)
     if args.skip_accuracy:
         return
     with tempfile.TemporaryDirectory() as tmp:
