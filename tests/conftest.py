@@ -31,6 +31,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
+# Shapes data of a few images, one batch of each split: for runs that only check a path works.
+TINY_SHAPES = [
+    "data=shapes",
+    "data.num_train=16",
+    "data.num_val=8",
+    "data.num_test=8",
+    "data.batch_size=8",
+    "trainer.max_epochs=1",
+]
+
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     """Compose conf/train.yaml with ``overrides`` as ``python train.py OVERRIDES`` would."""

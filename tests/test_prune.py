@@ -18,7 +18,7 @@ from litcompress.compress.prune import PrunedOptimizerState
 from litcompress.errors import ConfigError
 from litcompress.models import CifarResNet
 from litcompress.run import build, build_compression, build_module, run
-from tests.conftest import FAST
+from tests.conftest import FAST, TINY_SHAPES
 
 PRUNE = [*FAST, "compress=prune"]
 
@@ -378,12 +378,7 @@ def test_every_model_prunes_at_small_input_size(make_config, tmp_path, name):
     report = train(
         make_config,
         *COVERAGE[name],
-        "data=shapes",
-        "data.num_train=16",
-        "data.num_val=8",
-        "data.num_test=8",
-        "data.batch_size=8",
-        "trainer.max_epochs=1",
+        *TINY_SHAPES,
         "compress.prune.start_epoch=0",
         "report.enabled=true",
         output_dir=tmp_path,

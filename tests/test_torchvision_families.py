@@ -14,15 +14,9 @@ from litcompress.checkpoint import load_network, read_checkpoint, rebuild_networ
 from litcompress.quant.artifact import load_int8
 from litcompress.report import count_params
 from litcompress.run import run
-from tests.conftest import FAST
+from tests.conftest import FAST, TINY_SHAPES
 
-TINY_SHAPES = [
-    "data=shapes",
-    "data.num_train=16",
-    "data.num_val=8",
-    "data.num_test=8",
-    "data.batch_size=8",
-    "trainer.max_epochs=1",
+ONE_BATCH = [
     "trainer.limit_train_batches=1",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
@@ -40,6 +34,7 @@ def test_a_network_of_each_adapted_family_prunes_and_quantizes(
     cfg = make_config(
         *FAST,
         *TINY_SHAPES,
+        *ONE_BATCH,
         "model=torchvision",
         f"model.name={name}",
         f"data.image_size={image_size}",
