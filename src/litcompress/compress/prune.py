@@ -294,6 +294,13 @@ class PruneCallback(CompressionCallback):
         if self.base_macs is None:
             self.base_macs = count_macs(net, self._input_shape)
         steps_now = self.schedule[0] == 0 and self.sparsity_reg == 0
+        # Large networks take a while to trace (minutes for a full-size Swin): say what happens.
+        log.info(
+            "Tracing %s (%d modules) for torch-pruning%s",
+            type(net).__name__,
+            sum(1 for _ in net.modules()),
+            "" if steps_now else ": a trial prune of a copy, before training",
+        )
         if self.speedup:
             self._check_reachable(net)
         elif not steps_now:  # fail on a network torch-pruning cannot handle now, not after training
