@@ -59,7 +59,8 @@ class CompressionCallback(Callback):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.form_key is not None:
+        # Only the class that declares a form owns it (a subclass of PruneCallback does not).
+        if cls.__dict__.get("form_key") is not None:
             FORMS[cls.form_key] = cls
 
     # -- schedule ---------------------------------------------------------------------------------
