@@ -11,6 +11,7 @@ the user gets (the run's one-paragraph configuration error, or the last line of 
 
     python bench/coverage.py                           # all models (about an hour on 2 cores)
     python bench/coverage.py --models resnet18 googlenet --image-size 32
+    python bench/coverage.py --render a.json b.json    # one table from runs split over processes
 """
 
 from __future__ import annotations
@@ -129,12 +130,29 @@ def check(name: str, image_size: int, backend: str, timeout_s: float) -> dict:
 def row(entry: dict) -> str:
     if entry["result"] != "works":
         time_s = f"{entry['time_s']:.0f}" if entry["time_s"] is not None else "-"
-        return f"| {entry['name']} | | | | {time_s} | {entry['result']} |"
+        return f"| {entry['name']} | | | | {time_s} | {_short(entry['result'])} |"
     ratio = entry["macs"] / entry["macs_pruned"]
     return (
         f"| {entry['name']} | {entry['params'] / 1e6:.2f}M | {entry['params_pruned'] / 1e6:.2f}M "
         f"| {ratio:.2f}x | {entry['time_s']:.0f} | works{'' if entry['int8'] else ' (no int8)'} |"
     )
+
+
+def _short(message: str, limit: int = 260) -> str:
+    """The message up to the sentence that says what to do, for a table cell."""
+    if len(message) <= limit:
+        return message
+    cut = message.rfind(". ", 0, limit)
+    return message[: cut + 1] if cut > 0 else message[:limit] + "..."
+
+
+def print_table(results: list[dict]) -> None:
+    print("| model | params | pruned | fewer MACs | time (s) | result |")
+    print("|---|---|---|---|---|---|")
+    for entry in results:
+        print(row(entry), flush=True)
+    works = sum(entry["result"] == "works" for entry in results)
+    print(f"\n{works} of {len(results)} work; the others are refused with the message shown.")
 
 
 def main() -> None:
@@ -144,6 +162,9 @@ def main() -> None:
     parser.add_argument("--backend", default="pt2e", choices=["pt2e", "fx"])
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--render", type=Path, nargs="+", help="print the table of --json files instead of running"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--output-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -161,17 +182,17 @@ def main() -> None:
         f"({args.backend}) at {args.image_size}x{args.image_size}\n\n{describe_cpu()}; "
         f"torchvision {torchvision.__version__}\n"
     )
-    print("| model | params | pruned | fewer MACs | time (s) | result |")
-    print("|---|---|---|---|---|---|")
+    if args.render:  # a table of earlier results (e.g. from several processes), in model order
+        found = {e["name"]: e for path in args.render for e in json.loads(path.read_text())}
+        print_table([found[name] for name in names if name in found])
+        return
     results = []
     for name in names:
-        entry = check(name, args.image_size, args.backend, args.timeout_s)
-        results.append(entry)
-        print(row(entry), flush=True)
-    works = sum(entry["result"] == "works" for entry in results)
-    print(f"\n{works} of {len(results)} work; the others are refused with the message shown.")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        results.append(check(name, args.image_size, args.backend, args.timeout_s))
+        print(row(results[-1]), flush=True)
+        if args.json:  # after every model: an interrupted run keeps what it measured
+            args.json.write_text(json.dumps(results, indent=1))
+    print_table(results)
 
 
 if __name__ == "__main__":
