@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,10 @@ def check(name: str, image_size: int, backend: str, timeout_s: float) -> dict:
                 "time_s": elapsed,
                 **json.loads(result.read_text()),
             }
+        if done.returncode < 0:  # killed: SIGKILL is what the kernel's out-of-memory killer sends
+            signal_name = signal.Signals(-done.returncode).name
+            hint = " (out of memory?)" if signal_name == "SIGKILL" else ""
+            return {"name": name, "result": f"killed by {signal_name}{hint}", "time_s": elapsed}
         kind = "refused" if done.returncode == 2 else f"failed (exit {done.returncode})"
         message = message_of(done.stdout + "\n" + done.stderr)
         return {"name": name, "result": f"{kind}: {message}", "time_s": elapsed}
