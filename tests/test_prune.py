@@ -336,6 +336,21 @@ def test_a_network_torch_pruning_cannot_handle_fails_before_training(make_config
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_a_network_that_makes_torch_pruning_run_out_of_memory_is_refused_first(
+    make_config, tmp_path
+):
+    cfg = make_config(
+        *PRUNE, *TINY_SHAPES, "model=torchvision", "model.name=swin_v2_t", output_dir=tmp_path
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot prune SwinTransformer: with its "
+        r"ShiftedWindowAttentionV2 layers.*memory runs out",
+    ):
+        run(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 # -- bad input, before training ----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("override", "message"),
