@@ -10,7 +10,13 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ModelSummary,
+    ProgressBar,
+)
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -138,6 +144,19 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
     return callbacks
 
 
+def ui_switches(cfg: DictConfig, callbacks: list[Callback]) -> dict[str, bool]:
+    """Turn off Lightning's default progress bar and model summary when the config dropped ours.
+
+    Lightning adds its own when none is among the callbacks, so `~callbacks.progress_bar` alone
+    would swap the rich bar for a plain one instead of removing it.
+    """
+    switches = {
+        "enable_progress_bar": any(isinstance(c, ProgressBar) for c in callbacks),
+        "enable_model_summary": any(isinstance(c, ModelSummary) for c in callbacks),
+    }
+    return {key: value for key, value in switches.items() if key not in cfg.trainer}
+
+
 class ReportCallback(Callback):
     """Keeps the ``before`` measurement in checkpoints, so that a resumed run reports the same."""
 
@@ -236,7 +255,9 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         *compression,
         *(extra_callbacks or []),
     ]
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = build(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **ui_switches(cfg, callbacks)
+    )
 
     if not cfg.ckpt_path:  # a resumed run gets its `before` back from the checkpoint
         before_acc = None
