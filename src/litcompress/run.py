@@ -195,7 +195,7 @@ def check_inputs(cfg: DictConfig) -> None:
 
 def check_optimized_metric(names: Any, report_enabled: bool) -> None:
     """Refuse report figures as sweep objectives that this run cannot produce, before training."""
-    for name in [names] if isinstance(names, str) else names or []:
+    for name in _metric_names(names):
         if not str(name).startswith("report/"):
             continue  # logged metrics are checked at the end, against what was logged
         if name not in REPORT_FIGURES:
@@ -312,16 +312,20 @@ def optimized_value(names: Any, metrics: dict[str, float]) -> float | list[float
     """The value(s) of ``optimized_metric`` for sweepers: one name, or a list (multi-objective)."""
     if not names:
         return None
-    single = isinstance(names, str)
     values = []
-    for name in [names] if single else names:
+    for name in _metric_names(names):
         if name not in metrics:
             raise ConfigError(
                 f"optimized_metric={name} was not measured in this run; available: "
                 f"{', '.join(sorted(metrics))}."
             )
         values.append(metrics[name])
-    return values[0] if single else values
+    return values[0] if isinstance(names, str) else values
+
+
+def _metric_names(names: Any) -> list[str]:
+    """``optimized_metric`` as a list: one name, a list of names, or none."""
+    return [names] if isinstance(names, str) else list(names or [])
 
 
 def deploy(

@@ -433,7 +433,7 @@ class PruneCallback(CompressionCallback):
                 trainer.global_rank,
                 self.steps_done,
                 count_params(net),
-                _fingerprint(t.detach().cpu().numpy().tobytes() for t in net.state_dict().values()),
+                _fingerprint(_tensor_bytes(t) for t in net.state_dict().values()),
                 _fingerprint([repr(pl_module.form[self.form_key]).encode()]),
             )
         self._record(trainer, pl_module, before)
@@ -607,6 +607,11 @@ class PrunedOptimizerState:
         for name, other in self.other.items():
             state[name] = {**other, **{k: p[name].detach().clone() for k, p in sliced.items()}}
         return state
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    # As raw bytes: numpy has no bfloat16, so a bf16 network could not be hashed through it.
+    return tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def _fingerprint(chunks: Iterable[bytes]) -> str:

@@ -79,16 +79,12 @@ def torchvision_classifier(
     return model
 
 
-# Constructor options that fit a model to the data where its class takes them: auxiliary heads
-# off (a training forward would return a named tuple, and pruning would not see them), and the
-# input size for the models that build for one (ViT: image_size; MaxViT: input_size).
-def _fitting_options(image_size: int) -> dict[str, object]:
-    return {"aux_logits": False, "image_size": image_size, "input_size": (image_size, image_size)}
-
-
 def _build_for(name: str, num_classes: int, image_size: int) -> tuple[nn.Module, bool]:
     """The model with the fitting options its class takes; whether it was built for the size."""
-    options = _fitting_options(image_size)
+    # Auxiliary heads off (a training forward would return a named tuple, and pruning would not
+    # see them), and the input size for the models that build for one (ViT: image_size; MaxViT:
+    # input_size). Options the class refuses are dropped one by one.
+    options = {"aux_logits": False, "image_size": image_size, "input_size": (image_size,) * 2}
     while True:
         try:
             with warnings.catch_warnings():
