@@ -4,11 +4,7 @@ Importing the package registers the built-in compression techniques (:mod:`litco
 so that checkpoints of pruned or quantization-aware networks reload in any process.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from litcompress import compress  # noqa: F401  (registers the techniques' network forms)
+from litcompress.version import __version__
 
-try:
-    __version__ = version("litcompress")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0+unknown"
+__all__ = ["__version__"]

@@ -140,6 +140,14 @@ def rebuild_network(model_config: dict[str, Any], form: dict[str, Any]) -> nn.Mo
     return restore_architecture(net, {}, form, (model_config["in_channels"], size, size))
 
 
+def cpu_twin(net: nn.Module, model_config: dict[str, Any], form: dict[str, Any]) -> nn.Module:
+    """A copy of ``net`` on the CPU, rebuilt from its config and form (traced on the CPU: a graph
+    traced on a GPU keeps GPU constants), with its weights, in eval mode."""
+    twin = rebuild_network(model_config, form)
+    twin.load_state_dict({key: value.cpu() for key, value in net.state_dict().items()})
+    return twin.eval()
+
+
 def build_network(checkpoint: dict[str, Any]) -> nn.Module:
     """Rebuild the network recorded in ``checkpoint`` (in its form) and load its weights."""
     meta = checkpoint[CHECKPOINT_KEY]

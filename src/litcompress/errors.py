@@ -7,3 +7,16 @@ class ConfigError(ValueError):
     The message names the bad value and says how to fix it; ``train.py`` prints it as one paragraph
     instead of a traceback.
     """
+
+
+class ExportError(RuntimeError):
+    """An export that could not be made or failed its parity check: the message says why and what
+    to try instead. The ``litcompress`` command exits with status 1 on it."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type's name if it has none)."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__

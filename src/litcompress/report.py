@@ -304,7 +304,33 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"{report['speedup_b1']:.2f}x (CPU, {report['measured_on']['threads']} threads)"
     )
     lines += [f"\n**Note:** {note}" for note in report["after"].get("notes", [])]
+    lines += [f"\n{line}" for line in export_lines(report)]
     return "\n".join(lines)
+
+
+def export_lines(report: dict[str, Any]) -> list[str]:
+    """One line per exported artifact of the report, and which model is fastest."""
+    exports = report.get("export") or {}
+    lines = []
+    for name, entry in exports.items():
+        if not isinstance(entry, dict):
+            continue
+        timing = (
+            f", b1 {entry['latency_ms_b1']:.3f} ms, b32 {entry['latency_ms_b32']:.3f} ms"
+            if "latency_ms_b32" in entry
+            else ""
+        )
+        verdict = "parity passed" if entry["parity"]["passed"] else "parity FAILED"
+        lines.append(
+            f"exported {entry['file']} ({name}, {entry.get('precision', '')}): "
+            f"{entry['bytes']:,} bytes{timing}, {verdict}"
+        )
+    if exports.get("fastest_b32"):
+        lines.append(
+            f"fastest at batch 32: {exports['fastest_b32']}, at batch 1: {exports['fastest_b1']} "
+            f"(delivered: the run's own model)"
+        )
+    return lines
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -325,3 +351,5 @@ def print_report(report: dict[str, Any]) -> None:
     )
     for note in report["after"].get("notes", []):
         console.print(f"note: {note}")
+    for line in export_lines(report):
+        console.print(line)

@@ -32,6 +32,7 @@ from litcompress.checkpoint import (
 )
 from litcompress.compress.base import CompressionCallback
 from litcompress.data.base import ClassificationData
+from litcompress.deploy.export import attach_report, check_formats, export_run
 from litcompress.errors import ConfigError
 from litcompress.module import ClassifierModule
 from litcompress.report import REPORT_FIGURES, ModelStats, measure, report_figures, write_report
@@ -186,6 +187,7 @@ def check_inputs(cfg: DictConfig) -> None:
     if cfg.init_from:
         require_file(cfg.init_from, "init_from")
     check_optimized_metric(cfg.optimized_metric, cfg.report.enabled)
+    check_formats(cfg.get("export") or [], "export")
     if cfg.ckpt_path and cfg.init_from:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} (resume) and init_from={cfg.init_from} (new run from "
@@ -245,6 +247,10 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         # Find missing files or failed downloads now, not after the first measurements.
         data.prepare_data()
     module = build_module(cfg, data)
+    # Checkpoints and exported models record how images were prepared, and the class names.
+    module.checkpoint_extras.update(
+        inputs=data.inputs_record(), data=OmegaConf.to_container(cfg.data, resolve=True)
+    )
 
     loggers: list[Logger] = [build(c) for c in (cfg.get("logger") or {}).values() if c]
     report_callback = ReportCallback()
@@ -283,9 +289,18 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         trainer.test(module, datamodule=data, ckpt_path=best_checkpoint(trainer), weights_only=True)
         test_acc = metric(trainer, "test/acc")
 
-    after = None
+    after, exports = None, {}
     if trainer.is_global_zero:
         after = deploy(cfg, module, data, compression, test_acc)
+        if cfg.export:
+            exports = export_run(
+                cfg.export,
+                module,
+                data,
+                Path(cfg.paths.output_dir),
+                after if cfg.report.enabled else None,
+                cfg.report.min_run_time_s,
+            )
     metrics = {**fit_metrics, **{k: float(v) for k, v in trainer.callback_metrics.items()}}
     if trainer.is_global_zero and cfg.report.enabled and report_callback.before is not None:
         entries = {}
@@ -302,10 +317,33 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
             model=module.model_config["_target_"],
             compress=sorted((cfg.get("compress") or {}).keys()),
             epochs=trainer.current_epoch,
+            delivered=delivered(trainer, Path(cfg.paths.output_dir), after),
+            **({"export": exports} if exports else {}),
             **entries,
         )
         metrics.update(report_figures(report))
+        attach_report(Path(cfg.paths.output_dir), report)
     return optimized_value(cfg.optimized_metric, metrics)
+
+
+def delivered(trainer: L.Trainer, output_dir: Path, after: ModelStats | None) -> dict[str, Any]:
+    """Where the model this run delivers is: its checkpoint (the one tested, else the last) and
+    the artifact a technique made of it (the int8 model), relative to the run folder."""
+    callback = trainer.checkpoint_callback
+    checkpoint = None
+    if isinstance(callback, ModelCheckpoint):
+        checkpoint = callback.best_model_path or callback.last_model_path or None
+    return {
+        "checkpoint": _relative(checkpoint, output_dir) if checkpoint else None,
+        "artifact": (after.extra.get("int8_artifact") if after else None),
+    }
+
+
+def _relative(path: str, folder: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def optimized_value(names: Any, metrics: dict[str, float]) -> float | list[float] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
@@ -11,6 +13,10 @@ class ClassificationData(L.LightningDataModule):
 
     Subclasses set ``num_classes``, ``in_channels`` and ``image_size`` in ``__init__`` (cheaply,
     without loading the data) and implement :meth:`build_datasets`; ``setup`` builds them once.
+    They also set ``mean`` and ``std`` (per channel, applied to pixels scaled to [0, 1]) and
+    ``classes`` (the class names) where they know them, at the latest in ``build_datasets``: runs
+    record them (:meth:`inputs_record`) so that exported models predict on image files without
+    being told how their images were prepared.
 
     Args:
         batch_size: images per batch, for every split.
@@ -22,6 +28,9 @@ class ClassificationData(L.LightningDataModule):
     num_classes: int
     in_channels: int
     image_size: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    classes: list[str] | None = None
 
     def __init__(
         self, batch_size: int = 128, num_workers: int = 0, pin_memory: bool = False
@@ -38,6 +47,24 @@ class ClassificationData(L.LightningDataModule):
     def input_shape(self) -> tuple[int, int, int]:
         """``(channels, height, width)`` of one image as the model receives it."""
         return (self.in_channels, self.image_size, self.image_size)
+
+    def inputs_record(self) -> dict[str, Any]:
+        """How an image file becomes the network's input, and what its outputs mean.
+
+        Recorded in checkpoints and exported artifacts (:mod:`litcompress.deploy`): the image is
+        converted to ``channels`` (RGB, or grayscale from RGB as torchvision does), resized to
+        ``image_size`` squared, scaled to [0, 1] and normalised with ``mean`` and ``std``.
+        ``mean``, ``std`` and ``classes`` are ``None`` where this data module does not know them.
+        Sets the data up if needed (some statistics and names come from the data).
+        """
+        self.setup()
+        return {
+            "image_size": self.image_size,
+            "channels": self.in_channels,
+            "mean": None if self.mean is None else [float(v) for v in self.mean],
+            "std": None if self.std is None else [float(v) for v in self.std],
+            "classes": None if self.classes is None else [str(c) for c in self.classes],
+        }
 
     def build_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
         """Return the ``(train, val, test)`` datasets of ``(image_tensor, label)`` pairs."""

@@ -30,6 +30,7 @@ class DigitsData(ClassificationData):
     num_classes = 10
     in_channels = 1
     image_size = 8
+    classes = [str(digit) for digit in range(10)]
 
     def __init__(
         self,
@@ -93,6 +94,8 @@ class DigitsData(ClassificationData):
         train, val, test = self.split_indices(digits.target)
         mean, std = images[train].mean(), images[train].std()
         images = (images - mean) / std
+        # Ink is bright (a count of set bits), as in MNIST: image files must be light on dark.
+        self.mean, self.std = (float(mean),), (float(std),)
         return tuple(
             TensorDataset(images[torch.from_numpy(idx)], labels[torch.from_numpy(idx)])
             for idx in (train, val, test)

@@ -125,6 +125,7 @@ class ImageFolderData(ClassificationData):
         )
         self.image_size = image_size
         self.in_channels = channels
+        self.mean = self.std = (0.5,) * channels
         self.val_fraction = val_fraction
         self.seed = seed
         self.augment = augment
@@ -161,12 +162,11 @@ class ImageFolderData(ClassificationData):
         return steps
 
     def _finish(self, steps: list[v2.Transform]) -> v2.Compose:
-        half = [0.5] * self.in_channels
         return v2.Compose(
             [
                 *steps,
                 v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(half, half),
+                v2.Normalize(list(self.mean), list(self.std)),
                 v2.ToPureTensor(),
             ]
         )

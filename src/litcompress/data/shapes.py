@@ -276,6 +276,8 @@ class ShapesData(ClassificationData):
     """
 
     in_channels = 3
+    mean = (0.5, 0.5, 0.5)
+    std = (0.25, 0.25, 0.25)
 
     def __init__(
         self,
@@ -295,6 +297,7 @@ class ShapesData(ClassificationData):
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.num_classes = num_classes
+        self.classes = list(SHAPE_NAMES[:num_classes])
         self.image_size = image_size
         self.render_args = dict(
             image_size=image_size,
@@ -311,5 +314,5 @@ class ShapesData(ClassificationData):
         datasets = []
         for offset, count in enumerate(self.sizes.values()):
             images, labels = generate_shapes(count, seed=self.seed * 3 + offset, **self.render_args)
-            datasets.append(TensorDataset((images - 0.5) / 0.25, labels))
+            datasets.append(TensorDataset((images - self.mean[0]) / self.std[0], labels))
         return tuple(datasets)

@@ -117,8 +117,6 @@ class TorchvisionData(ClassificationData):
     """
 
     dataset_cls: ClassVar[type[datasets.VisionDataset]]
-    mean: ClassVar[tuple[float, ...]]
-    std: ClassVar[tuple[float, ...]]
     crop_padding: ClassVar[int]
     flip: ClassVar[bool]
     layout: ClassVar[str]
@@ -238,6 +236,7 @@ class TorchvisionData(ClassificationData):
         """
         full_train = self.open_split(train=True)
         test = self.open_split(train=False)
+        self.classes = list(full_train.classes)
         train_idx, val_idx = split_indices(
             len(full_train), self.val_fraction, self.seed, f"{self.name} in {self.data_dir}"
         )

@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
@@ -24,10 +24,12 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from litcompress.checkpoint import CHECKPOINT_KEY, rebuild_network, require_file
+from litcompress.checkpoint import CHECKPOINT_KEY, cpu_twin, rebuild_network, require_file
 from litcompress.compat import cpu_has_vnni, enable_inductor_freezing
-from litcompress.errors import ConfigError
-from litcompress.quant.backends import TRACE_BATCH, batch_dim, convert, quiet_deprecations
+from litcompress.deploy.metadata import artifact_metadata, write_metadata
+from litcompress.deploy.program import export_program, save_program
+from litcompress.errors import ConfigError, first_line
+from litcompress.quant.backends import TRACE_BATCH, convert
 from litcompress.report import (
     ModelStats,
     atomic_path,
@@ -55,18 +57,10 @@ def save_int8(
     ``meta`` (the network's config and form), which :func:`load_int8` needs to rebuild it.
     """
     path = Path(path)
+    if backend == "pt2e":
+        return save_program(export_program(model, input_shape), path)
     with atomic_path(path) as tmp:
-        if backend == "pt2e":
-            example = (torch.randn(TRACE_BATCH, *input_shape),)
-            with quiet_deprecations():
-                program = torch.export.export(
-                    model, example, dynamic_shapes=batch_dim(), strict=True
-                )
-            buffer = io.BytesIO()  # the archive is named after the file: not after `tmp`
-            torch.export.save(program, buffer)
-            tmp.write_bytes(buffer.getbuffer())
-        else:
-            torch.save({CHECKPOINT_KEY: meta, "state_dict": model.state_dict()}, tmp)
+        torch.save({CHECKPOINT_KEY: meta, "state_dict": model.state_dict()}, tmp)
     return path
 
 
@@ -81,6 +75,27 @@ def enable_int8_kernels() -> None:
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
 
     enable_inductor_freezing()
+    # Printed at every int8 compile by inductor's own lowering code: nothing a user can act on.
+    warnings.filterwarnings(
+        "ignore", message="To copy construct from a tensor", category=UserWarning
+    )
+
+
+def load_program(path: Path) -> torch.export.ExportedProgram:
+    """A saved torch program (fp32 or int8), with the int8 kernels registered first."""
+    enable_int8_kernels()  # an int8 program refers to torchao's ops: register them first
+    try:
+        return torch.export.load(path)
+    except Exception as error:
+        raise ConfigError(
+            f"{path} cannot be loaded as a torch program (torch.export.load: "
+            f"{type(error).__name__}: {first_line(error)})."
+        ) from error
+
+
+def is_int8_program(program: torch.export.ExportedProgram) -> bool:
+    """Whether ``program`` quantizes (an int8 model converted by torchao's PT2E flow)."""
+    return any("quantize" in str(node.target) for node in program.graph.nodes)
 
 
 def load_int8(path: str | os.PathLike[str], compile: bool = True) -> nn.Module:
@@ -93,8 +108,7 @@ def load_int8(path: str | os.PathLike[str], compile: bool = True) -> nn.Module:
     """
     resolved = require_file(path, "path")
     if resolved.suffix == ".pt2":
-        enable_int8_kernels()
-        module = torch.export.load(resolved).module()
+        module = load_program(resolved).module()
         return torch.compile(module, dynamic=False) if compile else module
     saved = torch.load(resolved, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or CHECKPOINT_KEY not in saved:
@@ -136,13 +150,24 @@ def deploy_int8(
     Returns:
         the int8 model's statistics, or ``None`` when not ``measure``.
     """
-    # Convert a CPU twin (traced on the CPU) of the network: training may have been on a GPU.
-    twin = rebuild_network(module.model_config, module.form)
-    twin.load_state_dict({k: v.cpu() for k, v in module.net.state_dict().items()})
+    # Convert a CPU twin of the network: training may have been on a GPU.
+    twin = cpu_twin(module.net, module.model_config, module.form)
     log.info("Converting the network to int8 (%s)", backend)
     int8 = convert(twin)
     meta = {"model_config": module.model_config, **module.form}
     path = save_int8(int8, backend, Path(output_dir) / ARTIFACTS[backend], module.input_shape, meta)
+    write_metadata(
+        path,
+        artifact_metadata(
+            source="run",
+            network=module.model_config["_target_"],
+            precision="int8",
+            runtime="torch",
+            inputs=module.checkpoint_extras.get("inputs"),
+            data=module.checkpoint_extras.get("data"),
+            backend=backend,
+        ),
+    )
     log.info("Saved the int8 model to %s", path)
     # Measure what was saved, loaded the way a user loads it.
     deployed = load_int8(path)

@@ -1,0 +1,5 @@
+"""``python -m litcompress``: the ``litcompress`` command."""
+
+from litcompress.cli import main
+
+raise SystemExit(main())

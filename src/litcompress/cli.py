@@ -1,0 +1,260 @@
+"""The ``litcompress`` command: export, predict and evaluate what a run delivered.
+
+``train.py`` trains; this command deploys. Its subcommands take Lightning CLI's names where they
+fit (``predict``) and Hydra overrides where a data set is needed (``data=shapes``,
+``data.data_dir=...``). Exit status: 0 done, 1 an export or a runtime failed, 2 bad input (one
+paragraph saying what to change), 3 some image files could not be read (the rest were predicted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from litcompress.deploy.evaluate import data_config, evaluate, load_data
+from litcompress.deploy.export import (
+    FORMATS,
+    Deliverable,
+    artifact_name,
+    describe_parity,
+    export,
+    real_inputs,
+    resolve_source,
+)
+from litcompress.deploy.metadata import Preprocessing
+from litcompress.deploy.predict import check_output, gather_images, predict, write_predictions
+from litcompress.deploy.runtimes import load_artifact
+from litcompress.errors import ConfigError, ExportError
+from litcompress.report import describe_cpu
+from litcompress.version import __version__
+
+log = logging.getLogger("litcompress")
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SKIPPED = 1, 2, 3
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="litcompress",
+        description="Export, predict with and evaluate the models litcompress runs deliver.",
+    )
+    main.add_argument("--version", action="version", version=f"litcompress {__version__}")
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    exp = commands.add_parser(
+        "export",
+        help="export a run's network to ONNX, OpenVINO or a torch program, checked for parity",
+        description="Export the network a run delivers (its tested checkpoint; int8 after "
+        "compress=qat) with a dynamic batch size, check it against that network on real images "
+        "and record preprocessing, class names, parity and the run's report in it.",
+    )
+    exp.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run folder or a .ckpt file")
+    exp.add_argument("--format", required=True, choices=list(FORMATS), help="artifact format")
+    precision = exp.add_mutually_exclusive_group()
+    precision.add_argument(
+        "--int8",
+        dest="int8",
+        action="store_true",
+        default=None,
+        help="the int8 model, with the ranges QAT learned (default after compress=qat)",
+    )
+    precision.add_argument(
+        "--fp32", dest="int8", action="store_false", help="the float network (default otherwise)"
+    )
+    exp.add_argument("--output", help="artifact path (default: <run>/export/model[_int8].<ext>)")
+    exp.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="data=...",
+        help="data of the parity check (default: the run's own test images)",
+    )
+    _threads(exp)
+
+    pred = commands.add_parser(
+        "predict",
+        help="predict the classes of image files",
+        description="Predict image files with any artifact (.ckpt, .pt2, .pt, .onnx, OpenVINO "
+        ".xml), prepared as in training and named with the training data's classes, both read "
+        "from the artifact.",
+    )
+    pred.add_argument("artifact", metavar="ARTIFACT")
+    pred.add_argument("images", nargs="+", metavar="IMAGES", help="files, folders or globs")
+    pred.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    pred.add_argument("--output", help="write the predictions to a .csv or .json file")
+    pred.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    given = pred.add_argument_group(
+        "preprocessing", "for artifacts that do not record it (e.g. an ONNX file from elsewhere)"
+    )
+    given.add_argument("--image-size", type=int, help="side the images are resized to")
+    given.add_argument("--channels", type=int, choices=(1, 3), help="1 (grayscale) or 3 (RGB)")
+    given.add_argument("--mean", type=float, nargs="+", help="per channel, of pixels in [0, 1]")
+    given.add_argument("--std", type=float, nargs="+", help="per channel, of pixels in [0, 1]")
+    given.add_argument("--classes", help="class names, comma-separated, or a file of one per line")
+    _threads(pred)
+
+    ev = commands.add_parser(
+        "evaluate",
+        help="accuracy and CPU latency of any artifact on a data set",
+        description="Test accuracy (the whole test split) and CPU latency at batch 1 and 32 of "
+        "any artifact, measured as the run report measures them.",
+    )
+    ev.add_argument("artifact", metavar="ARTIFACT")
+    ev.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="data=...",
+        help="the data (default: the data the artifact records), e.g. data=shapes",
+    )
+    ev.add_argument("--output", help="also write the figures to this .json file")
+    ev.add_argument(
+        "--min-run-time", type=float, default=1.0, help="seconds of timing per batch size"
+    )
+    _threads(ev)
+    return main
+
+
+def _threads(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--threads", type=int, help="CPU threads of every runtime (default: torch's, all cores)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)
+    log.setLevel(logging.INFO)
+    if args.threads is not None:
+        if args.threads < 1:
+            return _bad_input(f"--threads {args.threads} must be at least 1.")
+        torch.set_num_threads(args.threads)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as error:
+        return _bad_input(str(error))
+    except ExportError as error:
+        log.error("Export failed: %s", error)
+        return EXIT_FAILED
+
+
+def _bad_input(message: str) -> int:
+    log.error("litcompress: %s", message)
+    return EXIT_BAD_INPUT
+
+
+def run_export(args: argparse.Namespace) -> int:
+    checkpoint, run_dir, report = resolve_source(args.source)
+    deliverable = Deliverable.from_checkpoint(checkpoint, report)
+    int8 = deliverable.quantized if args.int8 is None else args.int8
+    output = (
+        Path(args.output) if args.output else run_dir / "export" / artifact_name(args.format, int8)
+    )
+    if output.suffix != FORMATS[args.format]:
+        raise ConfigError(
+            f"--output {args.output}: a {args.format} artifact's file ends in "
+            f"{FORMATS[args.format]}."
+        )
+    inputs = _parity_inputs(deliverable, args.overrides)
+    exported = export(deliverable, args.format, output, inputs, int8)
+    print(f"{exported.path} ({exported.precision}, {exported.bytes:,} bytes)")
+    return 0
+
+
+def _parity_inputs(deliverable: Deliverable, overrides: list[str]) -> torch.Tensor:
+    recorded = deliverable.record.get("data")
+    config = data_config(recorded, overrides, deliverable.source)
+    data = load_data(config)
+    if data.input_shape != deliverable.input_shape:
+        raise ConfigError(
+            f"The data ({config.get('_target_')}) gives images of shape {data.input_shape}, but "
+            f"the network takes {deliverable.input_shape}: check it on the data it was trained for."
+        )
+    return real_inputs(data.test_dataloader())
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    check_output(args.output)
+    files = gather_images(args.images)
+    runtime = load_artifact(args.artifact, threads=args.threads)
+    inputs = (runtime.meta or {}).get("inputs") or {}
+    if runtime.input_shape and not args.image_size:  # the model's own static input shape
+        inputs = {
+            "channels": runtime.input_shape[0],
+            "image_size": runtime.input_shape[1],
+            **inputs,
+        }
+    preprocessing = Preprocessing.from_inputs(
+        {k: v for k, v in inputs.items() if v is not None},
+        args.artifact,
+        image_size=args.image_size,
+        channels=args.channels,
+        mean=args.mean,
+        std=args.std,
+    )
+    classes = _classes(args.classes) or inputs.get("classes")
+    predictions, skipped = predict(
+        runtime,
+        files,
+        preprocessing,
+        classes,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        progress=sys.stderr.isatty(),
+    )
+    for prediction in predictions:
+        best = ", ".join(f"{name} {p:.3f}" for _, name, p in prediction.top)
+        print(f"{prediction.file}\t{best}")
+    if args.output:
+        log.info("Predictions of %d images written to %s", len(predictions), args.output)
+        write_predictions(predictions, args.output)
+    for path, reason in skipped:
+        log.warning("Skipped %s: not a readable image (%s)", path, reason)
+    if skipped:
+        log.warning("%d of %d files were skipped.", len(skipped), len(files))
+        return EXIT_SKIPPED
+    return 0
+
+
+def _classes(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [name.strip() for name in value.split(",")]
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    if args.output and not args.output.endswith(".json"):
+        raise ConfigError(f"--output {args.output}: evaluate writes a .json file.")
+    if args.min_run_time <= 0:
+        raise ConfigError(f"--min-run-time {args.min_run_time} must be positive seconds.")
+    runtime = load_artifact(args.artifact, threads=args.threads)
+    config = data_config((runtime.meta or {}).get("data"), args.overrides, args.artifact)
+    data = load_data(config)
+    figures = evaluate(runtime, data, args.min_run_time)
+    _print_figures(figures)
+    if args.output:
+        Path(args.output).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+def _print_figures(figures: dict[str, Any]) -> None:
+    print(f"{figures['artifact']} ({figures['runtime']} {figures['precision']})")
+    print(f"  test accuracy: {figures['test_acc']:.4f} on {figures['test_images']} images")
+    b1, b32 = figures["latency_ms_b1"], figures["latency_ms_b32"]
+    print(f"  CPU latency b1: {b1:.3f} ms, b32: {b32:.3f} ms")
+    print(f"  {describe_cpu()}")
+
+
+COMMANDS = {"export": run_export, "predict": run_predict, "evaluate": run_evaluate}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

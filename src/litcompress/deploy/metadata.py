@@ -1,0 +1,200 @@
+"""What a deployed model carries about itself: preprocessing, class names, origin, parity.
+
+Every artifact litcompress writes holds one metadata document (a JSON object):
+
+* ``.ckpt``: the checkpoint's ``litcompress`` record (``inputs`` since this version);
+* ``.onnx``: the model's ``metadata_props["litcompress"]``;
+* ``.pt2``, OpenVINO ``.xml`` (and the run's int8 ``.pt2``/``.pt``): a sidecar ``<file>.json``.
+
+Its ``inputs`` entry (:meth:`litcompress.data.base.ClassificationData.inputs_record`) says how an
+image file becomes the network's input; :class:`Preprocessing` rebuilds that transform.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from litcompress.checkpoint import CHECKPOINT_KEY, read_checkpoint
+from litcompress.errors import ConfigError
+from litcompress.report import atomic_path
+from litcompress.version import __version__
+
+META_KEY = "litcompress"
+
+
+def sidecar(path: str | os.PathLike[str]) -> Path:
+    """The JSON file that holds the metadata of an artifact that cannot hold it itself."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def artifact_metadata(
+    *,
+    source: str,
+    network: str,
+    precision: str,
+    runtime: str,
+    inputs: dict[str, Any] | None,
+    data: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The metadata document of an artifact (see the module docstring)."""
+    return {
+        "litcompress_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "network": network,
+        "precision": precision,
+        "runtime": runtime,
+        "inputs": inputs,
+        "data": data,
+        "report": report,
+        **extra,
+    }
+
+
+def write_metadata(path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+    """Attach ``meta`` to the artifact at ``path`` (inside an ONNX file, else a sidecar)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        kept = [p for p in model.metadata_props if p.key != META_KEY]
+        del model.metadata_props[:]
+        model.metadata_props.extend(kept)
+        model.metadata_props.add(key=META_KEY, value=json.dumps(meta))
+        with atomic_path(path) as tmp:
+            onnx.save(model, str(tmp))
+        return
+    with atomic_path(sidecar(path)) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The metadata of the artifact at ``path``, or ``None`` when it carries none."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        record = read_checkpoint(path)[CHECKPOINT_KEY]
+        config = record.get("model_config") or {}
+        return {
+            "source": str(path),
+            "network": config.get("_target_"),
+            "precision": "int8 (fake-quantized)" if "quantization" in record else "fp32",
+            "runtime": "torch",
+            "inputs": record.get("inputs") or _inputs_from_model_config(config),
+            "data": record.get("data"),
+        }
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        for prop in model.metadata_props:
+            if prop.key == META_KEY:
+                return json.loads(prop.value)
+        return None
+    if sidecar(path).is_file():
+        return json.loads(sidecar(path).read_text())
+    return None
+
+
+def _inputs_from_model_config(config: dict[str, Any]) -> dict[str, Any] | None:
+    """What a checkpoint from before ``inputs`` were recorded still says: the input size."""
+    if "image_size" not in config:
+        return None
+    return {
+        "image_size": config["image_size"],
+        "channels": config["in_channels"],
+        "mean": None,
+        "std": None,
+        "classes": None,
+    }
+
+
+@dataclass
+class Preprocessing:
+    """How an image file becomes one input of the network, as in training.
+
+    The image is converted to RGB (a grayscale or palette image is expanded), then to one channel
+    with torchvision's grayscale weights if the network takes one, resized to ``image_size``
+    squared, scaled to [0, 1] and normalised with ``mean`` and ``std``.
+    """
+
+    image_size: int
+    channels: int
+    mean: list[float]
+    std: list[float]
+    _transform: v2.Compose | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_inputs(
+        cls, inputs: dict[str, Any] | None, artifact: str, **given: Any
+    ) -> Preprocessing:
+        """The preprocessing recorded in ``inputs``, completed or overridden by ``given`` values.
+
+        Raises:
+            ConfigError: a value is neither recorded nor given; the message names the option.
+        """
+        values = {**(inputs or {}), **{k: v for k, v in given.items() if v is not None}}
+        missing = [key for key in ("image_size", "channels", "mean", "std") if not values.get(key)]
+        if missing:
+            options = ", ".join(f"--{key.replace('_', '-')}" for key in missing)
+            raise ConfigError(
+                f"{artifact} does not record how its images were prepared ({', '.join(missing)} "
+                f"unknown): it was not written by litcompress, or by a version before 0.2. Give "
+                f"them with {options} (e.g. --image-size 32 --channels 3 --mean 0.5 --std 0.25)."
+            )
+        channels = int(values["channels"])
+        mean, std = (
+            _per_channel(values["mean"], channels, "mean"),
+            _per_channel(values["std"], channels, "std"),
+        )
+        return cls(int(values["image_size"]), channels, mean, std)
+
+    def transform(self) -> v2.Compose:
+        """From a PIL RGB image to the normalised ``channels x size x size`` tensor."""
+        steps: list[v2.Transform] = [v2.ToImage()]
+        if self.channels == 1:
+            steps.append(v2.Grayscale(num_output_channels=1))
+        return v2.Compose(
+            [
+                *steps,
+                v2.Resize((self.image_size, self.image_size)),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(self.mean, self.std),
+                v2.ToPureTensor(),
+            ]
+        )
+
+    def load(self, path: str | os.PathLike[str]) -> torch.Tensor:
+        """Read one image file and prepare it (raises ``OSError``/``ValueError`` if unreadable)."""
+        with Image.open(path) as image:
+            image.load()
+            rgb = image.convert("RGB")
+        if self._transform is None:
+            self._transform = self.transform()
+        return self._transform(rgb)
+
+
+def _per_channel(values: Any, channels: int, name: str) -> list[float]:
+    values = [float(v) for v in (values if isinstance(values, list | tuple) else [values])]
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise ConfigError(
+            f"--{name} has {len(values)} values for a network of {channels} input channels: give "
+            f"one value per channel, or one for all."
+        )
+    if name == "std" and any(v <= 0 for v in values):
+        raise ConfigError(f"--std {values} must be positive.")
+    return values

@@ -1,0 +1,163 @@
+"""Predict the classes of image files with any artifact, prepared as in training."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import track
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from litcompress.deploy.metadata import Preprocessing
+from litcompress.deploy.runtimes import Runtime, run_batched
+from litcompress.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = (".csv", ".json")
+
+
+@dataclass
+class Prediction:
+    """The ``top_k`` classes of one image: ``(index, name, probability)``, most likely first."""
+
+    file: str
+    top: list[tuple[int, str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "predictions": [
+                {"index": index, "class": name, "probability": probability}
+                for index, name, probability in self.top
+            ],
+        }
+
+
+def gather_images(arguments: Sequence[str]) -> list[Path]:
+    """The image files named by ``arguments``: files, folders (searched recursively for image
+    files) and glob patterns (``**`` included), in order, each file once.
+
+    Raises:
+        ConfigError: an argument names nothing, or a folder or pattern holds no image file.
+    """
+    found: dict[Path, None] = {}
+    for argument in arguments:
+        path = Path(argument).expanduser()
+        if path.is_file():
+            candidates = [path]
+        elif path.is_dir():
+            candidates = sorted(p for p in path.rglob("*") if _is_image_name(p))
+            if not candidates:
+                raise ConfigError(
+                    f"{argument} is a folder without image files ({', '.join(IMG_EXTENSIONS)})."
+                )
+        elif glob.has_magic(argument):
+            matches = sorted(glob.glob(os.path.expanduser(argument), recursive=True))
+            candidates = [Path(m) for m in matches if Path(m).is_file()]
+            if not candidates:
+                raise ConfigError(f"{argument} matches no file.")
+        else:
+            raise ConfigError(f"{argument} does not exist (looked for {path.resolve()}).")
+        found.update(dict.fromkeys(candidates))
+    return list(found)
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
+
+
+def predict(
+    runtime: Runtime,
+    files: Sequence[Path],
+    preprocessing: Preprocessing,
+    classes: Sequence[str] | None,
+    top_k: int = 5,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> tuple[list[Prediction], list[tuple[Path, str]]]:
+    """Predict ``files`` in batches of ``batch_size``.
+
+    Returns:
+        the predictions, in the order of ``files``, and the files that could not be read as
+        images, each with the reason.
+    """
+    if top_k < 1:
+        raise ConfigError(f"--top-k {top_k} must be at least 1.")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size} must be at least 1.")
+    predictions: list[Prediction] = []
+    skipped: list[tuple[Path, str]] = []
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    for batch in track(
+        batches, description="Predicting", disable=not progress or len(batches) < 2, transient=True
+    ):
+        images, names = [], []
+        for path in batch:
+            try:
+                images.append(preprocessing.load(path))
+                names.append(path)
+            except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for bad files
+                skipped.append((path, f"{type(error).__name__}: {error}"))
+        if not images:
+            continue
+        logits = run_batched(runtime, torch.stack(images), batch=batch_size)
+        probabilities = logits.softmax(dim=1)
+        count = probabilities.shape[1]
+        if classes is not None and len(classes) != count:
+            raise ConfigError(
+                f"{len(classes)} class names were given for a network of {count} outputs: give "
+                f"exactly one name per output."
+            )
+        values, indices = probabilities.topk(min(top_k, count), dim=1)
+        for path, row_values, row_indices in zip(names, values, indices, strict=True):
+            top = [
+                (int(i), classes[int(i)] if classes else str(int(i)), float(p))
+                for p, i in zip(row_values, row_indices, strict=True)
+            ]
+            predictions.append(Prediction(str(path), top))
+    return predictions, skipped
+
+
+def write_predictions(predictions: Iterable[Prediction], path: str | os.PathLike[str]) -> Path:
+    """Write ``predictions`` to a ``.csv`` (one row per image: file, then class and probability
+    for each rank) or ``.json`` (a list of ``{"file", "predictions": [...]}``) file."""
+    path = Path(path)
+    predictions = list(predictions)
+    if path.suffix == ".json":
+        path.write_text(json.dumps([p.to_dict() for p in predictions], indent=2))
+        return path
+    k = max((len(p.top) for p in predictions), default=0)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        header = ["file"]
+        for rank in range(1, k + 1):
+            header += [f"class_{rank}", f"index_{rank}", f"probability_{rank}"]
+        writer.writerow(header)
+        for prediction in predictions:
+            row: list[Any] = [prediction.file]
+            for index, name, probability in prediction.top:
+                row += [name, index, f"{probability:.6f}"]
+            writer.writerow(row)
+    return path
+
+
+def check_output(path: str | None) -> None:
+    """Refuse an ``--output`` whose format is unknown or whose folder does not exist, early."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.suffix not in OUTPUT_FORMATS:
+        raise ConfigError(
+            f"--output {path}: the file's suffix decides its format; use .csv or .json."
+        )
+    if not target.expanduser().resolve().parent.is_dir():
+        raise ConfigError(f"--output {path}: the folder {target.parent} does not exist.")
