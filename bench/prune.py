@@ -16,38 +16,18 @@ Measured in this one process, on a 2-core CPU by default:
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-import torch_pruning as tp
 from lightning.pytorch.callbacks import ModelPruning
 
-from _runs import shapes_run, train
+from _runs import SHAPE, prune_half, shapes_run, train
 from litcompress.checkpoint import load_network
-from litcompress.compress.prune import after_pruning, graph_options
-from litcompress.models import CifarResNet, find_classifier, torchvision_classifier
+from litcompress.models import CifarResNet, torchvision_classifier
 from litcompress.report import count_macs, count_params, describe_cpu, measure_latency_ms
 
-SHAPE = (3, 32, 32)
 ROWS = ["unpruned", "litcompress", "lottery", "finetune"]
-
-
-def prune_half(net: torch.nn.Module) -> torch.nn.Module:
-    pruned = copy.deepcopy(net)
-    pruner = tp.pruner.BasePruner(
-        pruned,
-        torch.zeros(1, *SHAPE),
-        importance=tp.importance.GroupMagnitudeImportance(p=2),
-        pruning_ratio=0.5,
-        ignored_layers=[find_classifier(pruned)[1]],
-        **graph_options(pruned),
-    )
-    pruner.step()
-    after_pruning(pruned)
-    return pruned.eval()
 
 
 def size_and_speed(min_run_time_s: float) -> None:

@@ -23,7 +23,6 @@ from litcompress.deploy.export import (
     FORMATS,
     Deliverable,
     artifact_name,
-    describe_parity,
     export,
     real_inputs,
     resolve_source,

@@ -315,6 +315,9 @@ def export_lines(report: dict[str, Any]) -> list[str]:
     for name, entry in exports.items():
         if not isinstance(entry, dict):
             continue
+        if entry.get("error"):
+            lines.append(f"export={name} FAILED: {entry['error']}")
+            continue
         timing = (
             f", b1 {entry['latency_ms_b1']:.3f} ms, b32 {entry['latency_ms_b32']:.3f} ms"
             if "latency_ms_b32" in entry

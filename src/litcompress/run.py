@@ -32,8 +32,8 @@ from litcompress.checkpoint import (
 )
 from litcompress.compress.base import CompressionCallback
 from litcompress.data.base import ClassificationData
-from litcompress.deploy.export import attach_report, check_formats, export_run
-from litcompress.errors import ConfigError
+from litcompress.deploy.export import attach_report, check_formats, export_run, failed_exports
+from litcompress.errors import ConfigError, ExportError
 from litcompress.module import ClassifierModule
 from litcompress.report import REPORT_FIGURES, ModelStats, measure, report_figures, write_report
 
@@ -323,6 +323,9 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         )
         metrics.update(report_figures(report))
         attach_report(Path(cfg.paths.output_dir), report)
+    failed = failed_exports(exports)
+    if failed:  # after everything else is saved: the exit status says what was not delivered
+        raise ExportError("; ".join(failed))
     return optimized_value(cfg.optimized_metric, metrics)
 
 
@@ -406,3 +409,6 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as error:
         log.error("Configuration error: %s", error)
         raise SystemExit(2) from None
+    except ExportError as error:
+        log.error("The run finished and its results are saved, but an export failed: %s", error)
+        raise SystemExit(1) from None

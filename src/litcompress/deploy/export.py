@@ -205,17 +205,9 @@ def export(
         ExportError: the exporter failed (its message, the op, what to try instead), or the
             artifact failed its parity check (the artifact is kept, marked failed).
     """
-    check_formats([fmt], "--format")
     int8 = deliverable.quantized if int8 is None else int8
-    path = Path(output)
-    model, reference, program = deliverable.program(int8)
-    log.info("Exporting %s to %s (%s)", deliverable.network, path, "int8" if int8 else "fp32")
-    if fmt == "pt2":
-        save_program(program, path)
-    elif fmt == "onnx":
-        _save_onnx(program, path, deliverable.network)
-    else:
-        _save_openvino(program, path, deliverable.network)
+    path = write_artifact(deliverable, fmt, output, int8)
+    model, reference, _ = deliverable.program(int8)
     runtime = load_artifact(path)
     parity = check_parity(runtime, reference, model if int8 else None, inputs)
     exported = Exported(path, fmt, "int8" if int8 else "fp32", parity)
@@ -239,6 +231,24 @@ def export(
         )
     log.info("%s: %s", path.name, describe_parity(parity))
     return exported
+
+
+def write_artifact(
+    deliverable: Deliverable, fmt: str, output: str | os.PathLike[str], int8: bool
+) -> Path:
+    """Export ``deliverable`` to ``fmt`` at ``output``, without checking or recording it (see
+    :func:`export`, which does both)."""
+    check_formats([fmt], "--format")
+    path = Path(output)
+    model, _, program = deliverable.program(int8)
+    log.info("Exporting %s to %s (%s)", deliverable.network, path, "int8" if int8 else "fp32")
+    if fmt == "pt2":
+        save_program(program, path)
+    elif fmt == "onnx":
+        _save_onnx(program, path, deliverable.network)
+    else:
+        _save_openvino(program, path, deliverable.network)
+    return path
 
 
 def _model(deliverable: Deliverable, int8: bool) -> nn.Module:
@@ -423,8 +433,10 @@ def export_run(
         min_run_time_s: timing budget per batch size.
 
     Returns:
-        the report's ``export`` entry: one entry per format (file, size, latency, parity) and,
-        when measured, which model is fastest at batch 1 and 32 (``delivered`` is the run's own).
+        the report's ``export`` entry: one entry per format (file, size, latency, parity; or the
+        ``error`` that stopped it: the other formats and the run's results are still delivered)
+        and, when measured, which model is fastest at batch 1 and 32 (``delivered`` is the run's
+        own model).
     """
     deliverable = Deliverable(
         net=cpu_twin(module.net, module.model_config, module.form),
@@ -437,7 +449,12 @@ def export_run(
     entries: dict[str, Any] = {}
     for fmt in formats:
         path = output_dir / "export" / artifact_name(fmt, deliverable.quantized)
-        exported = export(deliverable, fmt, path, inputs)
+        try:
+            exported = export(deliverable, fmt, path, inputs)
+        except (ConfigError, ExportError) as error:  # the run's own results stay; say it failed
+            log.error("export=%s failed: %s", fmt, error)
+            entries[fmt] = {"file": None, "error": str(error)}
+            continue
         if after is None:
             entries[fmt] = {"bytes": exported.bytes, "parity": exported.parity}
         else:
@@ -458,3 +475,12 @@ def attach_report(output_dir: Path, report: dict[str, Any]) -> None:
         meta = read_metadata(path)
         if meta is not None:
             write_metadata(path, {**meta, "report": report})
+
+
+def failed_exports(entries: dict[str, Any]) -> list[str]:
+    """The errors of the formats of a run's ``export`` entry that could not be delivered."""
+    return [
+        f"{fmt}: {entry['error']}"
+        for fmt, entry in entries.items()
+        if isinstance(entry, dict) and entry.get("error")
+    ]
