@@ -35,6 +35,7 @@ bench: install
 	$(PY) bench/prune.py
 	$(PY) bench/qat.py
 	$(PY) bench/distill.py
+	$(PY) bench/deploy.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

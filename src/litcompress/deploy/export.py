@@ -292,21 +292,27 @@ def _save_onnx(program: torch.export.ExportedProgram, path: Path, network: str) 
                 report=False,
             )
     except Exception as error:
-        op = _failing_op(error)
+        op, reason = _onnx_failure(error)
         raise ExportError(
             f"The ONNX exporter cannot translate {network}"
-            + (f" (op {op})" if op else "")
-            + f": {type(error).__name__}: {first_line(error)} torch.export captured it, so "
-            f"--format pt2 exports it (torch and inductor run it), and the checkpoint itself "
-            f"predicts with `litcompress predict`."
+            + (f": no ONNX translation of the op {op}" if op else "")
+            + f" ({reason}). torch.export captured the network, so --format pt2 exports it "
+            f"(torch and inductor run it); the checkpoint itself predicts with "
+            f"`litcompress predict`. To reach ONNX, replace that op in the network."
         ) from error
     with atomic_path(path) as tmp:
         onnx_program.save(str(tmp))
 
 
-def _failing_op(error: BaseException) -> str | None:
-    found = re.search(r"((?:aten|torch\.ops\.\w+|prims)[.:]{1,2}[\w.]+)", str(error))
-    return found.group(1) if found else None
+def _onnx_failure(error: BaseException) -> tuple[str | None, str]:
+    """``(the op the exporter could not translate, one line on why)`` from its error."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # the exporter colours its messages
+    op = re.search(r"op='([\w.]+)'", text) or re.search(r"target=torch\.ops\.([\w.]+)", text)
+    summary = next(
+        (line.split(": ", 1)[-1] for line in text.splitlines() if "No ONNX function" in line),
+        first_line(error.__cause__ or error),
+    )
+    return (op.group(1) if op else None), summary.strip()
 
 
 def _save_openvino(program: torch.export.ExportedProgram, path: Path, network: str) -> None:

@@ -151,8 +151,9 @@ class Preprocessing:
             options = ", ".join(f"--{key.replace('_', '-')}" for key in missing)
             raise ConfigError(
                 f"{artifact} does not record how its images were prepared ({', '.join(missing)} "
-                f"unknown): it was not written by litcompress, or by a version before 0.2. Give "
-                f"them with {options} (e.g. --image-size 32 --channels 3 --mean 0.5 --std 0.25)."
+                f"unknown): it was not written by litcompress, or by an older version. Give them "
+                f"with {options}, as the training data was prepared (e.g. --mean 0.5 --std 0.25 "
+                f"for pixels scaled to [0, 1] and then to [-1, 1])."
             )
         channels = int(values["channels"])
         mean, std = (
