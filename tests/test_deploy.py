@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -20,10 +21,10 @@ from torchvision.transforms.functional import to_pil_image
 
 from litcompress.checkpoint import load_network, read_checkpoint, rebuild_network
 from litcompress.data import DigitsData, ImageFolderData, ShapesData
-from litcompress.data.shapes import SHAPE_NAMES, generate_shapes
+from litcompress.data.shapes import SHAPE_NAMES
 from litcompress.deploy import export as export_module
 from litcompress.deploy.export import Deliverable, export, real_inputs
-from litcompress.deploy.metadata import META_KEY, Preprocessing, read_metadata
+from litcompress.deploy.metadata import Preprocessing, read_metadata
 from litcompress.deploy.runtimes import load_artifact
 from litcompress.errors import ConfigError, ExportError
 from litcompress.quant.backends import prepare
@@ -45,6 +46,27 @@ def litcompress(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def cli(capsys, caplog):
+    """The `litcompress` command in this process (fast, for messages): ``cli(*args)`` returns an
+    object with ``returncode``, ``stdout`` and ``stderr`` (the log included)."""
+    from types import SimpleNamespace
+
+    from litcompress.cli import main
+
+    def call(*args: str) -> SimpleNamespace:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="litcompress"):
+            try:
+                code = main(list(args))
+            except SystemExit as exit:  # argparse's own refusals
+                code = exit.code
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err + caplog.text)
+
+    return call
 
 
 @pytest.fixture(scope="session")
@@ -207,16 +229,25 @@ def test_predict_in_a_fresh_process_gives_the_training_side_top1(pruned_run, art
     assert predicted(result, output) == top1_in_process(net, files, preprocessing, SHAPE_NAMES)
 
 
+@pytest.fixture(scope="module")
+def digit_files(qat_digits_run, tmp_path_factory) -> tuple[list[Path], dict[str, str]]:
+    """40 digit test images as files, and the QAT network's top-1 class of each."""
+    # Digits ink is bright on dark, counted in 17 levels: the files hold the same pixels.
+    files = images_of(DigitsData(), tmp_path_factory.mktemp("digits"), 40)
+    checkpoint = delivered_checkpoint_of_qat(qat_digits_run)
+    inputs = read_checkpoint(checkpoint)["litcompress"]["inputs"]
+    preprocessing = Preprocessing.from_inputs(inputs, "run")
+    return files, top1_in_process(load_network(checkpoint), files, preprocessing, inputs["classes"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "artifact",
-    ["model_int8.pt2", "export/model_int8.onnx", "export/model_int8.xml", "export/model_int8.pt2"],
+    "artifact", ["model_int8.pt2", "export/model_int8.onnx", "export/model_int8.xml"]
 )
 def test_int8_artifacts_predict_digit_files_like_the_qat_network(
-    qat_digits_run, artifact, tmp_path
+    qat_digits_run, digit_files, artifact, tmp_path
 ):
-    # Digits ink is bright on dark, counted in 17 levels: files hold the same pixels.
-    files = images_of(DigitsData(), tmp_path / "digits", 40)
+    files, wanted = digit_files
     output = tmp_path / "predictions.csv"
     result = litcompress(
         "predict",
@@ -231,11 +262,6 @@ def test_int8_artifacts_predict_digit_files_like_the_qat_network(
     lines = output.read_text().splitlines()
     assert lines[0] == "file,class_1,index_1,probability_1"
     got = {Path(line.split(",")[0]).name: line.split(",")[1] for line in lines[1:]}
-    checkpoint = delivered_checkpoint_of_qat(qat_digits_run)
-    inputs = read_checkpoint(checkpoint)["litcompress"]["inputs"]
-    wanted = top1_in_process(
-        load_network(checkpoint), files, Preprocessing.from_inputs(inputs, "run"), inputs["classes"]
-    )
     agree = sum(got[name] == wanted[name] for name in wanted)
     assert agree >= len(wanted) - 1, (got, wanted)  # int8 rounding may flip one near-tie
 
@@ -331,19 +357,19 @@ def test_shapes_pixels_survive_the_trip_through_image_files(tmp_path):
 
 
 # -- bad input ----------------------------------------------------------------------------------
-def test_an_unknown_format_is_refused_before_any_work(pruned_run, make_config):
-    result = litcompress("export", str(pruned_run), "--format", "tflite")
+def test_an_unknown_format_is_refused_before_any_work(pruned_run, make_config, cli):
+    result = cli("export", str(pruned_run), "--format", "tflite")
     assert result.returncode == 2
     assert "invalid choice: 'tflite'" in result.stderr and "onnx" in result.stderr
     with pytest.raises(ConfigError, match=r"export='tflite' is not an export format.*onnx"):
         check_inputs(make_config("export=[onnx,tflite]"))
 
 
-def test_export_refuses_precisions_the_network_cannot_give(pruned_run, qat_digits_run):
-    result = litcompress("export", str(pruned_run), "--format", "onnx", "--int8")
+def test_export_refuses_precisions_the_network_cannot_give(pruned_run, qat_digits_run, cli):
+    result = cli("export", str(pruned_run), "--format", "onnx", "--int8")
     assert result.returncode == 2
     assert "holds a float network, with no quantization ranges" in result.stderr
-    result = litcompress("export", str(qat_digits_run), "--format", "onnx", "--fp32")
+    result = cli("export", str(qat_digits_run), "--format", "onnx", "--fp32")
     assert result.returncode == 2
     assert "quantization-aware network" in result.stderr and "--int8" in result.stderr
 
@@ -362,30 +388,30 @@ def test_fx_quantized_networks_name_the_backend_that_exports():
         export(deliverable, "onnx", Path("unused.onnx"), torch.zeros(1, 3, 16, 16))
 
 
-def test_export_names_what_it_was_given_when_it_is_not_a_run(tmp_path):
+def test_export_names_what_it_was_given_when_it_is_not_a_run(tmp_path, cli):
     (tmp_path / "notes.txt").write_text("hello")
     for source, message in [
         (tmp_path / "notes.txt", "neither a run folder nor a .ckpt checkpoint"),
         (tmp_path / "missing.ckpt", "it does not exist"),
         (tmp_path, "a folder without the checkpoint of a litcompress run"),
     ]:
-        result = litcompress("export", str(source), "--format", "onnx")
+        result = cli("export", str(source), "--format", "onnx")
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
-def test_export_of_a_checkpoint_writes_into_its_run_and_uses_the_runs_data(pruned_run, tmp_path):
+def test_export_of_a_checkpoint_writes_into_its_run_and_uses_the_runs_data(
+    pruned_run, tmp_path, cli
+):
     run_dir = tmp_path / "run"
     shutil.copytree(pruned_run, run_dir, ignore=shutil.ignore_patterns("export", "tensorboard"))
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    result = litcompress("export", str(checkpoint), "--format", "onnx")
+    result = cli("export", str(checkpoint), "--format", "onnx")
     assert result.returncode == 0, result.stderr[-3000:]
     meta = read_metadata(run_dir / "export" / "model.onnx")
     assert Path(meta["source"]).resolve() == checkpoint.resolve()
     assert meta["parity"]["images"] == 40 and meta["parity"]["passed"]
     assert meta["report"]["after"]["test_acc"] is not None
-    wrong = litcompress(
-        "export", str(checkpoint), "--format", "onnx", "--output", str(tmp_path / "m.xml")
-    )
+    wrong = cli("export", str(checkpoint), "--format", "onnx", "--output", str(tmp_path / "m.xml"))
     assert wrong.returncode == 2 and "ends in .onnx" in wrong.stderr
 
 
@@ -456,7 +482,9 @@ def test_a_run_whose_export_fails_keeps_its_results_and_exits_1(make_config, tmp
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_an_artifact_without_metadata_predicts_when_told_its_preprocessing(pruned_run, tmp_path):
+def test_an_artifact_without_metadata_predicts_when_told_its_preprocessing(
+    pruned_run, tmp_path, cli
+):
     model = onnx.load(str(pruned_run / "export" / "model.onnx"))
     del model.metadata_props[:]
     plain = tmp_path / "plain.onnx"
@@ -465,13 +493,13 @@ def test_an_artifact_without_metadata_predicts_when_told_its_preprocessing(prune
     images = images_of(
         ShapesData(num_train=8, num_val=8, num_test=3, batch_size=4), tmp_path / "images", 3
     )
-    refused = litcompress("predict", str(plain), *map(str, images))
+    refused = cli("predict", str(plain), *map(str, images))
     assert refused.returncode == 2
     # The ONNX input declares 3x32x32: only the normalisation is missing.
     assert "--mean, --std" in refused.stderr and "--image-size" not in refused.stderr
     names = ",".join(f"shape{i}" for i in range(10))
     output = tmp_path / "predictions.json"
-    told = litcompress(
+    told = cli(
         "predict",
         str(plain),
         *map(str, images),
@@ -488,7 +516,7 @@ def test_an_artifact_without_metadata_predicts_when_told_its_preprocessing(prune
     assert all(
         row["predictions"][0]["class"].startswith("shape") for row in json.loads(output.read_text())
     )
-    few = litcompress(
+    few = cli(
         "predict", str(plain), str(images[0]), "--mean", "0.5", "--std", "0.25", "--classes", "a,b"
     )
     assert (
@@ -496,14 +524,16 @@ def test_an_artifact_without_metadata_predicts_when_told_its_preprocessing(prune
     )
 
 
-def test_unreadable_files_are_listed_and_skipped_and_the_exit_code_says_so(pruned_run, tmp_path):
+def test_unreadable_files_are_listed_and_skipped_and_the_exit_code_says_so(
+    pruned_run, tmp_path, cli
+):
     folder = tmp_path / "images"
     images = images_of(ShapesData(num_train=8, num_val=8, num_test=3, batch_size=4), folder, 3)
     (folder / "broken.png").write_bytes(b"not a png at all")
     (folder / "notes.jpg").write_text("text with an image suffix")
     Image.open(images[0]).convert("L").save(folder / "grey.png")  # grayscale for an RGB model
     output = tmp_path / "predictions.json"
-    result = litcompress(
+    result = cli(
         "predict", str(pruned_run / "export" / "model.onnx"), str(folder), "--output", str(output)
     )
     assert result.returncode == 3, result.stderr[-3000:]
@@ -532,11 +562,11 @@ def test_unreadable_files_are_listed_and_skipped_and_the_exit_code_says_so(prune
         (["{images}", "--top-k", "0"], "--top-k 0 must be at least 1"),
     ],
 )
-def test_predict_refuses_bad_arguments_with_the_fix(pruned_run, tmp_path, args, message):
+def test_predict_refuses_bad_arguments_with_the_fix(pruned_run, tmp_path, args, message, cli):
     images = tmp_path / "images"
     images_of(ShapesData(num_train=8, num_val=8, num_test=1, batch_size=4), images, 1)
     args = [a.format(images=images) for a in args]
-    result = litcompress("predict", str(pruned_run / "export" / "model.onnx"), *args)
+    result = cli("predict", str(pruned_run / "export" / "model.onnx"), *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
@@ -553,11 +583,11 @@ def test_globs_folders_and_files_are_gathered_once_each(tmp_path):
     assert names == ["a/1.png", "a/b/2.jpg", "4.png"]
 
 
-def test_evaluate_refuses_data_of_another_shape(pruned_run):
-    result = litcompress("evaluate", str(pruned_run / "export" / "model.onnx"), "data=digits")
+def test_evaluate_refuses_data_of_another_shape(pruned_run, cli):
+    result = cli("evaluate", str(pruned_run / "export" / "model.onnx"), "data=digits")
     assert result.returncode == 2
     assert "takes images of shape (3, 32, 32)" in result.stderr and "(1, 8, 8)" in result.stderr
-    result = litcompress("evaluate", str(pruned_run / "export" / "model.onnx"), "optim.lr=1")
+    result = cli("evaluate", str(pruned_run / "export" / "model.onnx"), "optim.lr=1")
     assert result.returncode == 2 and "only data overrides" in result.stderr
 
 

@@ -23,6 +23,7 @@ from litcompress.deploy.export import (
     FORMATS,
     Deliverable,
     artifact_name,
+    check_precision,
     export,
     real_inputs,
     resolve_source,
@@ -159,6 +160,7 @@ def run_export(args: argparse.Namespace) -> int:
             f"--output {args.output}: a {args.format} artifact's file ends in "
             f"{FORMATS[args.format]}."
         )
+    check_precision(deliverable, int8)
     inputs = _parity_inputs(deliverable, args.overrides)
     exported = export(deliverable, args.format, output, inputs, int8)
     print(f"{exported.path} ({exported.precision}, {exported.bytes:,} bytes)")
