@@ -605,3 +605,32 @@ def test_real_inputs_take_the_first_images_of_the_loader():
     x = real_inputs(batches, images=10)
     assert x.shape == (10, 1, 2, 2) and float(x[9].max()) == 2.0
     assert copy.deepcopy(x).dtype == torch.float32
+
+
+class _Fixed(nn.Module):
+    """Returns the given logits of the images, whose one value is their index."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[x[:, 0].long()]
+
+
+def test_int8_disagreements_on_near_ties_are_told_apart_from_a_wrong_artifact():
+    from litcompress.deploy.export import check_parity, describe_parity
+
+    wanted = torch.tensor([[1.0, 0.99, 0.0]] * 10 + [[5.0, 0.0, 0.0]] * 90)
+    int8 = wanted.clone()
+    int8[:10, 1] += 0.02  # int8 rounding flips the ten near-ties, in torch too
+    images = torch.arange(100.0)[:, None]
+    parity = check_parity(_Fixed(int8), _Fixed(wanted), _Fixed(int8), images)
+    assert not parity["passed"] and parity["top1_agreement"] == pytest.approx(0.9)
+    assert parity["disagreements"] == parity["disagreements_near_ties"] == 10
+    assert "near-ties" in describe_parity(parity) and "train it further" in describe_parity(parity)
+    wrong = int8.clone()
+    wrong[10:20] = torch.tensor([0.0, 0.0, 5.0])  # confident images, other classes
+    parity = check_parity(_Fixed(wrong), _Fixed(wanted), _Fixed(int8), images)
+    assert parity["disagreements"] == 20 and parity["disagreements_near_ties"] == 10
+    assert "near-ties" not in describe_parity(parity)
