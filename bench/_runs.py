@@ -38,6 +38,29 @@ def shapes_run(num_train: int, min_run_time_s: float | None = None) -> list[str]
     return overrides
 
 
+def train_then_qat(
+    common: list[str], epochs: int, qat_epochs: int, folder: Path, qat_extra: list[str] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train ``common`` in fp32 for ``epochs``, then fine-tune its best checkpoint with QAT for
+    ``qat_epochs`` (learning rate 1e-4, BatchNorm frozen for the last epoch); both reports."""
+    fp32_dir, qat_dir = folder / "fp32", folder / "qat"
+    fp32 = train([*common, f"trainer.max_epochs={epochs}"], fp32_dir)
+    best = next((fp32_dir / "checkpoints").glob("epoch*.ckpt"))
+    qat = train(
+        [
+            *common,
+            f"trainer.max_epochs={qat_epochs}",
+            f"init_from={best}",
+            "compress=qat",
+            "optim.lr=1e-4",
+            f"compress.qat.freeze_bn_epoch={max(qat_epochs - 1, 0)}",
+            *qat_extra,
+        ],
+        qat_dir,
+    )
+    return fp32, qat
+
+
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The config of ``python train.py OVERRIDES``, writing into ``output_dir``."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

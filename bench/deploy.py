@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from _runs import SHAPE, prune_half, shapes_run, train
+from _runs import SHAPE, prune_half, shapes_run, train_then_qat
 from litcompress.checkpoint import rebuild_network
 from litcompress.compat import cpu_has_vnni
 from litcompress.deploy.evaluate import evaluate, load_data
@@ -138,21 +138,10 @@ def accuracy(depth: int, epochs: int, qat_epochs: int, num_train: int) -> None:
     )
     common = [*shapes_run(num_train), f"model.depth={depth}"]
     with tempfile.TemporaryDirectory() as tmp:
-        fp32_dir, qat_dir = Path(tmp) / "fp32", Path(tmp) / "qat"
-        fp32 = train([*common, f"trainer.max_epochs={epochs}"], fp32_dir)
-        best = next((fp32_dir / "checkpoints").glob("epoch*.ckpt"))
-        qat = train(
-            [
-                *common,
-                f"trainer.max_epochs={qat_epochs}",
-                f"init_from={best}",
-                "compress=qat",
-                "optim.lr=1e-4",
-                f"compress.qat.freeze_bn_epoch={max(qat_epochs - 1, 0)}",
-                "export=[onnx,openvino,pt2]",
-            ],
-            qat_dir,
+        fp32, qat = train_then_qat(
+            common, epochs, qat_epochs, Path(tmp), ["export=[onnx,openvino,pt2]"]
         )
+        qat_dir = Path(tmp) / "qat"
         fp32_acc = fp32["after"]["test_acc"]
         print("| model | runtime | test acc | file (bytes) |")
         print("|---|---|---|---|")

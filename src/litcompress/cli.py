@@ -69,12 +69,7 @@ def parser() -> argparse.ArgumentParser:
         "--fp32", dest="int8", action="store_false", help="the float network (default otherwise)"
     )
     exp.add_argument("--output", help="artifact path (default: <run>/export/model[_int8].<ext>)")
-    exp.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="data=...",
-        help="data of the parity check (default: the run's own test images)",
-    )
+    _data_overrides(exp, "data of the parity check (default: the run's own test images)")
     _threads(exp)
 
     pred = commands.add_parser(
@@ -106,18 +101,17 @@ def parser() -> argparse.ArgumentParser:
         "any artifact, measured as the run report measures them.",
     )
     ev.add_argument("artifact", metavar="ARTIFACT")
-    ev.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="data=...",
-        help="the data (default: the data the artifact records), e.g. data=shapes",
-    )
+    _data_overrides(ev, "the data (default: the data the artifact records), e.g. data=shapes")
     ev.add_argument("--output", help="also write the figures to this .json file")
     ev.add_argument(
         "--min-run-time", type=float, default=1.0, help="seconds of timing per batch size"
     )
     _threads(ev)
     return main
+
+
+def _data_overrides(command: argparse.ArgumentParser, help: str) -> None:
+    command.add_argument("overrides", nargs="*", metavar="data=...", help=help)
 
 
 def _threads(command: argparse.ArgumentParser) -> None:
