@@ -634,3 +634,21 @@ def test_int8_disagreements_on_near_ties_are_told_apart_from_a_wrong_artifact():
     parity = check_parity(_Fixed(wrong), _Fixed(wanted), _Fixed(int8), images)
     assert parity["disagreements"] == 20 and parity["disagreements_near_ties"] == 10
     assert "near-ties" not in describe_parity(parity)
+
+
+def test_the_report_names_the_checkpoint_the_run_delivers(tmp_path):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from litcompress.run import delivered
+
+    callback = ModelCheckpoint(dirpath=tmp_path / "checkpoints")
+    callback.best_model_path = str(tmp_path / "checkpoints" / "epoch003.ckpt")
+    callback.last_model_path = str(tmp_path / "checkpoints" / "last.ckpt")
+    trainer = SimpleNamespace(checkpoint_callback=callback)
+    # Testing loads the best checkpoint into the network the run delivers; without it, the last.
+    assert (
+        delivered(trainer, tmp_path, None, tested=True)["checkpoint"] == "checkpoints/epoch003.ckpt"
+    )
+    assert delivered(trainer, tmp_path, None, tested=False)["checkpoint"] == "checkpoints/last.ckpt"

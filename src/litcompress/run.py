@@ -317,7 +317,7 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
             model=module.model_config["_target_"],
             compress=sorted((cfg.get("compress") or {}).keys()),
             epochs=trainer.current_epoch,
-            delivered=delivered(trainer, Path(cfg.paths.output_dir), after),
+            delivered=delivered(trainer, Path(cfg.paths.output_dir), after, bool(cfg.test)),
             **({"export": exports} if exports else {}),
             **entries,
         )
@@ -329,13 +329,17 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     return optimized_value(cfg.optimized_metric, metrics)
 
 
-def delivered(trainer: L.Trainer, output_dir: Path, after: ModelStats | None) -> dict[str, Any]:
-    """Where the model this run delivers is: its checkpoint (the one tested, else the last) and
-    the artifact a technique made of it (the int8 model), relative to the run folder."""
+def delivered(
+    trainer: L.Trainer, output_dir: Path, after: ModelStats | None, tested: bool
+) -> dict[str, Any]:
+    """Where the model this run delivers is, relative to the run folder: its checkpoint (the best
+    one, which testing loaded; without testing the network stays as fit left it: the last) and
+    the artifact a technique made of it (the int8 model)."""
     callback = trainer.checkpoint_callback
     checkpoint = None
     if isinstance(callback, ModelCheckpoint):
-        checkpoint = callback.best_model_path or callback.last_model_path or None
+        best = callback.best_model_path if tested else None
+        checkpoint = best or callback.last_model_path or None
     return {
         "checkpoint": _relative(checkpoint, output_dir) if checkpoint else None,
         "artifact": (after.extra.get("int8_artifact") if after else None),
