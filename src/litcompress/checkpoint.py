@@ -23,6 +23,13 @@ OWNERS_KEY = "form_techniques"
 def require_file(path: str | os.PathLike[str], option: str) -> Path:
     """Return ``path`` resolved, or raise ConfigError naming the ``option`` it came from."""
     resolved = Path(path).expanduser().resolve()
+    if resolved.is_dir():
+        inside = sorted(resolved.glob("**/*.ckpt"))[:3]
+        raise ConfigError(
+            f"{option}={path} is a folder: point {option} at a checkpoint file"
+            + (f", e.g. {inside[0]}" if inside else " (outputs/runs/<run>/checkpoints/last.ckpt)")
+            + "."
+        )
     if not resolved.is_file():
         raise ConfigError(
             f"{option}={path} does not exist (looked for {resolved}). Point {option} at a "

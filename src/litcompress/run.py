@@ -182,8 +182,18 @@ def check_inputs(cfg: DictConfig) -> None:
             f"sweep with a launcher that starts one process per job: pip install "
             f"hydra-submitit-launcher, then add hydra/launcher=submitit_local (or submitit_slurm)."
         )
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)}: no value given, and the chosen config needs one (e.g. "
+            f"data=imagefolder needs data.data_dir=<your image folder>). Add "
+            f"{' '.join(f'{key}=...' for key in missing)} to the command line."
+        )
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed={cfg.seed!r} is not an integer: use e.g. seed=42.")
+    check_optimizer(cfg.get("optim"))
     if cfg.ckpt_path:
-        require_file(cfg.ckpt_path, "ckpt_path")
+        read_checkpoint(cfg.ckpt_path, "ckpt_path")  # readable, and written by litcompress
     if cfg.init_from:
         require_file(cfg.init_from, "init_from")
     check_optimized_metric(cfg.optimized_metric, cfg.report.enabled)
@@ -192,6 +202,39 @@ def check_inputs(cfg: DictConfig) -> None:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} (resume) and init_from={cfg.init_from} (new run from "
             f"trained weights) exclude each other: set only one."
+        )
+
+
+def check_optimizer(optim: DictConfig | None) -> None:
+    """Refuse optimizer settings no optimizer takes (torch says so only once training starts)."""
+    if not optim:
+        return
+    for key, least in (("lr", 0.0), ("weight_decay", 0.0), ("momentum", 0.0)):
+        value = optim.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"optim.{key}={value!r} is not a number.")
+        if value < least or (key == "lr" and value == 0):
+            need = "a positive number (e.g. optim.lr=1e-3)" if key == "lr" else "0 or more"
+            raise ConfigError(f"optim.{key}={value} must be {need}.")
+
+
+def check_resume(checkpoint_path: str, data: ClassificationData, net_config: dict) -> None:
+    """Refuse to resume from a checkpoint of another network or other data, before fitting (the
+    state-dict mismatch would come after the data is loaded, as a traceback)."""
+    saved = read_checkpoint(checkpoint_path, "ckpt_path")[CHECKPOINT_KEY]["model_config"]
+    differences = [  # keys of one side only: another litcompress version's defaults
+        f"{key}: {saved[key]!r} in the checkpoint, {net_config[key]!r} here"
+        for key in sorted(set(saved) & set(net_config))
+        if saved[key] != net_config[key]
+    ]
+    if differences:
+        raise ConfigError(
+            f"ckpt_path={checkpoint_path} is a checkpoint of another network or other data than "
+            f"this run builds ({'; '.join(differences)}). Resume with the model and data options "
+            f"of the run that wrote it (its .hydra/overrides.yaml lists them), or start a new run "
+            f"from its weights with init_from=."
         )
 
 
@@ -247,6 +290,8 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         # Find missing files or failed downloads now, not after the first measurements.
         data.prepare_data()
     module = build_module(cfg, data)
+    if cfg.ckpt_path:
+        check_resume(cfg.ckpt_path, data, module.model_config)
     # Checkpoints and exported models record how images were prepared, and the class names.
     module.checkpoint_extras.update(
         inputs=data.inputs_record(), data=OmegaConf.to_container(cfg.data, resolve=True)
@@ -326,7 +371,8 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     failed = failed_exports(exports)
     if failed:  # after everything else is saved: the exit status says what was not delivered
         raise ExportError("; ".join(failed))
-    return optimized_value(cfg.optimized_metric, metrics)
+    trained = any(key.startswith("val/") for key in fit_metrics)
+    return optimized_value(cfg.optimized_metric, metrics, trained)
 
 
 def delivered(
@@ -353,12 +399,26 @@ def _relative(path: str, folder: Path) -> str:
         return str(path)
 
 
-def optimized_value(names: Any, metrics: dict[str, float]) -> float | list[float] | None:
-    """The value(s) of ``optimized_metric`` for sweepers: one name, or a list (multi-objective)."""
+def optimized_value(
+    names: Any, metrics: dict[str, float], trained: bool = True
+) -> float | list[float] | None:
+    """The value(s) of ``optimized_metric`` for sweepers: one name, or a list (multi-objective).
+
+    ``trained``: this run trained (and validated) at least one epoch. A run that trained none
+    (``trainer.max_epochs=0``, or resuming a finished run) did what it was asked: a training
+    metric it could not log gives no value (``None``), not an error.
+    """
     if not names:
         return None
     values = []
     for name in _metric_names(names):
+        if name not in metrics and not trained and not name.startswith("report/"):
+            log.warning(
+                "optimized_metric=%s has no value: this run trained no epoch (max_epochs reached "
+                "or 0), so nothing logged it. The run's report and checkpoints are complete.",
+                name,
+            )
+            return None
         if name not in metrics:
             raise ConfigError(
                 f"optimized_metric={name} was not measured in this run; available: "

@@ -7,6 +7,8 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from litcompress.errors import ConfigError
+
 
 class ClassificationData(L.LightningDataModule):
     """An image-classification data module that also describes its images to the model.
@@ -36,6 +38,12 @@ class ClassificationData(L.LightningDataModule):
         self, batch_size: int = 128, num_workers: int = 0, pin_memory: bool = False
     ) -> None:
         super().__init__()
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(
+                    f"data.{name}={value!r} must be an integer of at least {least} (e.g. "
+                    f"data.{name}={max(least, 64 if name == 'batch_size' else 2)})."
+                )
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory

@@ -1,0 +1,79 @@
+"""Bad input refused before training with a message naming the option, the value and the fix; and
+runs that did what they were asked end without an error (issue 13)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from litcompress.errors import ConfigError
+from litcompress.run import run
+from tests.conftest import FAST, TINY_SHAPES
+
+RESNET8 = [*FAST, "model=resnet", "model.depth=8", "report.enabled=false"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["seed=abc"], r"seed='abc' is not an integer: use e.g. seed=42"),
+        (["optim.lr=-1"], r"optim.lr=-1 must be a positive number \(e.g. optim.lr=1e-3\)"),
+        (["optim.lr=0"], r"optim.lr=0 must be a positive number"),
+        (["optim.weight_decay=-0.1"], r"optim.weight_decay=-0.1 must be 0 or more"),
+        (["optim.lr=fast"], r"optim.lr='fast' is not a number"),
+        (["data.batch_size=0"], r"data.batch_size=0 must be an integer of at least 1"),
+        (["data.num_workers=-1"], r"data.num_workers=-1 must be an integer of at least 0"),
+        (["data=imagefolder"], r"data.data_dir: no value given.*data.data_dir=\.\.\."),
+    ],
+)
+def test_bad_settings_are_refused_before_training_with_the_fix(make_config, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        run(make_config(*FAST, *overrides))
+
+
+def test_a_folder_as_ckpt_path_names_a_checkpoint_inside_it(make_config, trained_resnet8):
+    run_dir = trained_resnet8.parents[1]
+    with pytest.raises(
+        ConfigError, match=r"is a folder: point ckpt_path at a checkpoint file, e\.g\. .*\.ckpt"
+    ):
+        run(make_config(*RESNET8, f"ckpt_path={run_dir}"))
+
+
+def test_corrupt_and_foreign_files_as_ckpt_path_are_named(make_config, tmp_path):
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"\x80\x02 not a checkpoint")
+    with pytest.raises(
+        ConfigError, match=r"ckpt_path=.*corrupt.ckpt could not be read as a checkpoint"
+    ):
+        run(make_config(*RESNET8, f"ckpt_path={corrupt}"))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(
+        ConfigError, match=r"ckpt_path=.*foreign.ckpt is not a litcompress checkpoint"
+    ):
+        run(make_config(*RESNET8, f"ckpt_path={foreign}"))
+
+
+def test_resuming_with_other_data_or_another_network_is_refused(make_config, trained_resnet8):
+    with pytest.raises(
+        ConfigError,
+        match=r"other data.*image_size: 8 in the checkpoint, 32 here.*init_from=",
+    ):
+        run(make_config(*RESNET8, *TINY_SHAPES, f"ckpt_path={trained_resnet8}"))
+    with pytest.raises(ConfigError, match=r"depth: 8 in the checkpoint, 20 here"):
+        run(make_config(*FAST, "model=resnet", "model.depth=20", f"ckpt_path={trained_resnet8}"))
+
+
+@pytest.mark.slow
+def test_a_zero_epoch_run_evaluates_reports_and_ends_without_error(make_config, tmp_path):
+    cfg = make_config(*FAST, *TINY_SHAPES, "model=cnn", "model.width=4", "trainer.max_epochs=0")
+    assert run(cfg) is None  # val/acc_best was never logged: no value, and no error
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["epochs"] == 0 and report["after"]["params"] == report["before"]["params"]
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_ends_without_error(make_config, trained_resnet8, tmp_path):
+    assert run(make_config(*RESNET8, f"ckpt_path={trained_resnet8}")) is None
