@@ -104,3 +104,15 @@ def test_forget_best_checkpoints_leaves_the_state_of_a_fresh_callback(tmp_path, 
     for key in ("best_k_models", "best_model_path", "best_model_score", "kth_best_model_path"):
         assert state[key] == fresh[key], key
     assert torch.equal(state["kth_value"], fresh["kth_value"])
+
+
+def test_lightnings_last_checkpoint_internals_are_where_save_last_if_skipped_expects(tmp_path):
+    callback = ModelCheckpoint(dirpath=tmp_path, monitor="val/acc", save_last=True)
+    for name in ("_last_global_step_saved", "_save_last_checkpoint", "_monitor_candidates"):
+        assert hasattr(callback, name), name
+    assert list(inspect.signature(callback._should_save_on_train_epoch_end).parameters) == [
+        "trainer"
+    ]
+    assert list(inspect.signature(callback._should_skip_saving_checkpoint).parameters) == [
+        "trainer"
+    ]

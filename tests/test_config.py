@@ -107,7 +107,7 @@ def test_logger_options(name, tmp_path):
     assert len(loggers) == (0 if name == "none" else 1)
     callbacks = build_callbacks(compose_config([], output_dir=tmp_path), has_logger=bool(loggers))
     names = {type(c).__name__ for c in callbacks}
-    assert {"ModelCheckpoint", "RichProgressBar", "RichModelSummary"} <= names
+    assert {"EpochCheckpoint", "RichProgressBar", "RichModelSummary"} <= names
     assert ("LearningRateMonitor" in names) == bool(loggers)
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from litcompress.errors import ConfigError
 from litcompress.run import run
@@ -77,3 +78,22 @@ def test_a_zero_epoch_run_evaluates_reports_and_ends_without_error(make_config, 
 @pytest.mark.slow
 def test_resuming_a_finished_run_ends_without_error(make_config, trained_resnet8, tmp_path):
     assert run(make_config(*RESNET8, f"ckpt_path={trained_resnet8}")) is None
+
+
+class _FallingAccuracy(Callback):
+    """Reports a validation accuracy that falls every epoch (what ModelCheckpoint monitors)."""
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            trainer.callback_metrics["val/acc"] = torch.tensor(1.0 / (trainer.current_epoch + 1))
+
+
+@pytest.mark.slow
+def test_last_ckpt_is_the_last_epoch_even_when_accuracy_falls(make_config, tmp_path):
+    cfg = make_config(*FAST, *TINY_SHAPES, "model=cnn", "model.width=4", "trainer.max_epochs=3")
+    run(cfg, extra_callbacks=[_FallingAccuracy()])
+    folder = tmp_path / "run" / "checkpoints"
+    last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2  # the last completed epoch (Lightning 2.6 alone: 0)
+    best = sorted(p.name for p in folder.glob("epoch*.ckpt"))
+    assert best == ["epoch000.ckpt"]  # the best stays apart

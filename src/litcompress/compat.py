@@ -85,3 +85,21 @@ def forget_best_checkpoints(callback: ModelCheckpoint) -> list[str]:
     callback.kth_best_model_path = ""
     callback.kth_value = torch.tensor(-math.inf if callback.mode == "max" else math.inf)
     return paths
+
+
+# -- Lightning ModelCheckpoint: last.ckpt at every save point ----------------------------------
+def save_last_if_skipped(callback: ModelCheckpoint, trainer: Any, train_epoch_end: bool) -> None:
+    """Write ``last.ckpt`` now if ``callback`` saves at this point (the end of a training epoch
+    if ``train_epoch_end``, else of a validation) and saved nothing at this step.
+
+    Lightning 2.6 writes ``last.ckpt`` (``save_last=True``) only in a step where it also saved a
+    top-k checkpoint, so with ``save_top_k=1`` on a metric that did not improve, ``last.ckpt``
+    lags behind the last epoch.
+    """
+    if (
+        callback.save_last
+        and callback._should_save_on_train_epoch_end(trainer) == train_epoch_end
+        and callback._last_global_step_saved != trainer.global_step
+        and not callback._should_skip_saving_checkpoint(trainer)
+    ):
+        callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
