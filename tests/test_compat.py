@@ -116,3 +116,11 @@ def test_lightnings_last_checkpoint_internals_are_where_save_last_if_skipped_exp
     assert list(inspect.signature(callback._should_skip_saving_checkpoint).parameters) == [
         "trainer"
     ]
+
+
+def test_model_checkpoint_still_saves_through_the_hook_epoch_checkpoint_verifies():
+    assert list(inspect.signature(ModelCheckpoint._save_checkpoint).parameters) == [
+        "self",
+        "trainer",
+        "filepath",
+    ]

@@ -97,3 +97,53 @@ def test_last_ckpt_is_the_last_epoch_even_when_accuracy_falls(make_config, tmp_p
     assert last["epoch"] == 2  # the last completed epoch (Lightning 2.6 alone: 0)
     best = sorted(p.name for p in folder.glob("epoch*.ckpt"))
     assert best == ["epoch000.ckpt"]  # the best stays apart
+
+
+TINY_CNN = [*FAST, *TINY_SHAPES, "model=cnn", "model.width=4", "report.enabled=false"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(make_config, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"paths.output_dir=.*a_file/run cannot be written"):
+        run(make_config(*TINY_CNN, output_dir=blocker / "run"))
+    cfg = make_config(*TINY_CNN, f"callbacks.model_checkpoint.dirpath={blocker}/checkpoints")
+    with pytest.raises(
+        ConfigError, match=r"callbacks.model_checkpoint.dirpath=.* cannot be written"
+    ):
+        run(cfg)
+    assert not (tmp_path / "run" / "tensorboard").exists()  # refused before anything was built
+
+
+def test_a_disk_without_room_for_checkpoints_is_refused(make_config, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(ConfigError, match=r"has 0.0 MB free, but the run needs about"):
+        run(make_config(*TINY_CNN))
+
+
+@pytest.mark.slow
+def test_a_run_folder_belongs_to_one_run(make_config, tmp_path):
+    run(make_config(*TINY_CNN))
+    with pytest.raises(
+        ConfigError, match=r"already holds another run's checkpoints.*overwrite=true"
+    ):
+        run(make_config(*TINY_CNN))
+    run(make_config(*TINY_CNN, "overwrite=true"))
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    assert "last-v1.ckpt" not in names and "last.ckpt" in names
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_is_not_written_stops_the_run_at_once(make_config, monkeypatch, tmp_path):
+    import lightning as L
+
+    from litcompress.errors import OutputError
+
+    # What Lightning 2.6 does on a PermissionError: nothing written, no error.
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", lambda self, *args, **kwargs: None)
+    with pytest.raises(OutputError, match=r"could not be written.*the run stops here"):
+        run(make_config(*TINY_CNN, "trainer.max_epochs=3"))

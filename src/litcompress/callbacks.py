@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from litcompress.compat import save_last_if_skipped
+from litcompress.errors import OutputError
 
 
 class EpochCheckpoint(ModelCheckpoint):
@@ -15,7 +19,25 @@ class EpochCheckpoint(ModelCheckpoint):
     ``save_last=True``, ``last.ckpt`` is rewritten at every save point (end of each validation, or
     of each training epoch without validation), whatever the monitored metric did, so that
     ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes where the run stopped.
+
+    Every save is verified: Lightning 2.6 ignores a ``PermissionError`` while writing, so a run
+    could train to its end and keep nothing. A checkpoint that did not reach the disk stops the
+    run at once (the previous checkpoints are left as they were).
     """
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        started = time.time()
+        super()._save_checkpoint(trainer, filepath)
+        if not trainer.is_global_zero:
+            return
+        path = Path(filepath)
+        if not path.is_file() or path.stat().st_mtime < started - 1:
+            raise OutputError(
+                f"The checkpoint {path} could not be written (the folder is not writable or the "
+                f"disk is full): the run stops here rather than train on without keeping "
+                f"anything. Its earlier checkpoints in {path.parent} are intact; free space or "
+                f"fix the folder, then resume with ckpt_path=<the last of them>."
+            )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)

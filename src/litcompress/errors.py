@@ -9,6 +9,11 @@ class ConfigError(ValueError):
     """
 
 
+class OutputError(RuntimeError):
+    """Something the run made could not be written (a checkpoint): the run stops at once. The
+    command exits with status 1."""
+
+
 class ExportError(RuntimeError):
     """An export that could not be made or failed its parity check: the message says why and what
     to try instead. The ``litcompress`` command exits with status 1 on it."""

@@ -33,9 +33,22 @@ from litcompress.checkpoint import (
 from litcompress.compress.base import CompressionCallback
 from litcompress.data.base import ClassificationData
 from litcompress.deploy.export import attach_report, check_formats, export_run, failed_exports
-from litcompress.errors import ConfigError, ExportError
+from litcompress.errors import ConfigError, ExportError, OutputError
 from litcompress.module import ClassifierModule
-from litcompress.report import REPORT_FIGURES, ModelStats, measure, report_figures, write_report
+from litcompress.outputs import (
+    check_free_space,
+    check_writable,
+    claim_checkpoint_folder,
+    output_folders,
+)
+from litcompress.report import (
+    REPORT_FIGURES,
+    ModelStats,
+    measure,
+    report_figures,
+    state_dict_bytes,
+    write_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +297,8 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     ``extra_callbacks`` are added to the configured ones (for programmatic use, e.g. benchmarks).
     """
     check_inputs(cfg)
+    folders = output_folders(cfg)
+    check_writable(folders)
     L.seed_everything(cfg.seed, workers=True)
     data: ClassificationData = build(cfg.data)
     if rank_zero_only.rank == 0:
@@ -292,6 +307,12 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     module = build_module(cfg, data)
     if cfg.ckpt_path:
         check_resume(cfg.ckpt_path, data, module.model_config)
+    checkpoints = folders.get("callbacks.model_checkpoint.dirpath")
+    if checkpoints is not None:
+        # Weights and optimizer state (two moments for Adam): about three copies of the weights.
+        check_free_space(checkpoints, 3 * state_dict_bytes(module.net))
+        if rank_zero_only.rank == 0:
+            claim_checkpoint_folder(checkpoints, bool(cfg.ckpt_path), bool(cfg.get("overwrite")))
     # Checkpoints and exported models record how images were prepared, and the class names.
     module.checkpoint_extras.update(
         inputs=data.inputs_record(), data=OmegaConf.to_container(cfg.data, resolve=True)
@@ -475,4 +496,7 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(2) from None
     except ExportError as error:
         log.error("The run finished and its results are saved, but an export failed: %s", error)
+        raise SystemExit(1) from None
+    except OutputError as error:
+        log.error("%s", error)
         raise SystemExit(1) from None
