@@ -100,3 +100,62 @@ def test_report_json_is_replaced_whole(tmp_path):
     write_json_atomic({"a": 2}, path)
     assert json.loads(path.read_text()) == {"a": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temp files left
+
+
+class _Recorder:
+    """A "network" that records the order of calls and takes ``delays`` seconds in turn."""
+
+    def __init__(self, name, calls, delays):
+        self.name, self.calls, self.delays, self.count = name, calls, delays, 0
+
+    def __call__(self, x):
+        import time
+
+        self.calls.append(self.name)
+        time.sleep(self.delays[self.count % len(self.delays)])
+        self.count += 1
+        return x
+
+
+class _Busy:
+    """Slow in every other round (a machine that other work keeps busy now and then)."""
+
+    def __init__(self, other):
+        self.other, self.seen, self.slow = other, -1, False
+
+    def __call__(self, x):
+        import time
+
+        if self.other.count != self.seen:  # the other network ran: a new round
+            self.seen, self.slow = self.other.count, not self.slow
+        time.sleep(0.004 if self.slow else 0.0005)
+        return x
+
+
+def test_paired_timing_alternates_the_two_networks_in_one_window():
+    from litcompress.report import PAIRED_ROUNDS, paired_latency_ms
+
+    calls = []
+    first = _Recorder("first", calls, [0.002])
+    second = _Recorder("second", calls, [0.001])
+    result = paired_latency_ms(first, second, (1, 2, 2), 1, min_run_time_s=0.05)
+    # Blocks of one, then of the other, round after round: never all of one first.
+    switches = sum(a != b for a, b in zip(calls, calls[1:], strict=False))
+    assert switches >= 2 * PAIRED_ROUNDS - 1
+    assert result["ratio"] == pytest.approx(2.0, rel=0.3)
+    assert result["spread"] < 0.5
+
+
+def test_a_speed_up_that_moves_between_rounds_is_flagged_not_reported_confidently():
+    from litcompress.report import time_side_by_side
+
+    calls = []
+    steady = _Recorder("before", calls, [0.002])
+    erratic = _Busy(steady)
+    before = ModelStats(None, 10, 20, 30, None, None)
+    after = ModelStats(0.9, 10, 20, 30, None, None, model=erratic)
+    timing = time_side_by_side(before, after, steady, (1, 2, 2), min_run_time_s=0.05)
+    assert timing["method"] == "paired" and timing["spread_b32"] > 0.10
+    assert any("is not reliable" in note for note in after.extra["notes"])
+    assert before.latency_ms_b32 > 0 and after.latency_ms_b32 > 0
+    assert "model" not in after.to_dict()  # the runnable model is never written to the report

@@ -16,7 +16,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,19 @@ class ModelStats:
     params: int
     macs: int
     file_bytes: int
-    latency_ms_b1: float
-    latency_ms_b32: float
+    latency_ms_b1: float | None
+    latency_ms_b32: float | None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The measured model itself (not reported): timed again beside the other one at the end.
+    model: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(data.pop("extra"))
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_REPORTED}
+        data.update(copy.deepcopy(self.extra))
         return data
+
+
+_NOT_REPORTED = ("extra", "model")
 
 
 # The report's figures as sweep objectives and TensorBoard HParams metrics.
@@ -63,7 +68,7 @@ REPORT_FIGURES = (
         f"report/{stage}_{f.name}"
         for stage in ("before", "after")
         for f in fields(ModelStats)
-        if f.name != "extra"
+        if f.name not in _NOT_REPORTED
     ),
     "report/speedup_b32",
     "report/speedup_b1",
@@ -137,7 +142,102 @@ def measure(
         file_bytes=state_dict_bytes(net),
         latency_ms_b1=measure_latency_ms(net, input_shape, 1, min_run_time_s),
         latency_ms_b32=measure_latency_ms(net, input_shape, 32, min_run_time_s),
+        model=net,
     )
+
+
+def measure_size(
+    net: nn.Module, input_shape: tuple[int, ...], test_acc: float | None = None
+) -> ModelStats:
+    """What does not depend on the moment: parameters, MACs, file size (latency left ``None``,
+    timed later beside the other network by :func:`paired_latency_ms`)."""
+    net = copy.deepcopy(net).cpu().eval()
+    return ModelStats(
+        test_acc=test_acc,
+        params=count_params(net),
+        macs=count_macs(net, input_shape),
+        file_bytes=state_dict_bytes(net),
+        latency_ms_b1=None,
+        latency_ms_b32=None,
+    )
+
+
+# Rounds of the paired timing; the spread of their ratios says how far the speed-up can be trusted.
+PAIRED_ROUNDS = 9
+# A speed-up whose rounds spread wider than this (interquartile range / median) is flagged.
+TRUSTED_SPREAD = 0.10
+
+
+def paired_latency_ms(
+    first: Any,
+    second: Any,
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    min_run_time_s: float = 1.0,
+    rounds: int = PAIRED_ROUNDS,
+) -> dict[str, float]:
+    """Time two models alternately in one window: their median latencies and how steady the
+    ratio was.
+
+    Each round times a block of calls of ``first``, then of ``second`` (the same input, the same
+    threads), so that a machine that gets busier or quieter (or a process that warms up) moves
+    both alike. Returns ``first_ms``, ``second_ms`` (medians over the rounds), ``ratio``
+    (``first_ms / second_ms``) and ``spread`` (interquartile range over median of the rounds'
+    own ratios).
+    """
+    x = torch.randn(batch_size, *input_shape)
+    timers = [
+        benchmark.Timer("net(x)", globals={"net": net, "x": x}, num_threads=torch.get_num_threads())
+        for net in (first, second)
+    ]
+    with torch.inference_mode():
+        first(x), second(x)  # compile (for compiled models) and warm up
+        # Calls per block, so that all rounds of both take about min_run_time_s.
+        once = [max(t.timeit(1).median, 1e-6) for t in timers]
+        numbers = [max(1, int(min_run_time_s / (2 * rounds * s))) for s in once]
+        times: list[list[float]] = [[], []]
+        for _ in range(rounds):
+            for index, timer in enumerate(timers):
+                times[index].append(timer.timeit(numbers[index]).median * 1e3)
+    ratios = torch.tensor([a / b for a, b in zip(*times, strict=True)])
+    q1, median, q3 = torch.quantile(ratios, torch.tensor([0.25, 0.5, 0.75])).tolist()
+    first_ms, second_ms = (float(torch.tensor(t).median()) for t in times)
+    return {
+        "first_ms": first_ms,
+        "second_ms": second_ms,
+        "ratio": first_ms / second_ms,
+        "spread": (q3 - q1) / median,
+    }
+
+
+def time_side_by_side(
+    before: ModelStats,
+    after: ModelStats,
+    before_net: Any,
+    input_shape: tuple[int, ...],
+    min_run_time_s: float,
+) -> dict[str, Any]:
+    """Fill both entries' latencies from one paired timing of ``before_net`` and ``after.model``.
+
+    Returns the report's ``timing`` entry: rounds, the spread of each speed-up and, when a spread
+    is too wide to trust the ratio, a note (also added to ``after``'s notes).
+    """
+    timing: dict[str, Any] = {"method": "paired", "rounds": PAIRED_ROUNDS}
+    for batch in (1, 32):
+        result = paired_latency_ms(before_net, after.model, input_shape, batch, min_run_time_s)
+        setattr(before, f"latency_ms_b{batch}", result["first_ms"])
+        setattr(after, f"latency_ms_b{batch}", result["second_ms"])
+        timing[f"spread_b{batch}"] = result["spread"]
+        if result["spread"] > TRUSTED_SPREAD:
+            note = (
+                f"The speed-up at batch {batch} ({result['ratio']:.2f}x) is not reliable: its "
+                f"{PAIRED_ROUNDS} paired rounds spread by {result['spread']:.0%} (interquartile "
+                f"range over median). The machine was busy; measure again on an idle one "
+                f"(litcompress evaluate, or a longer report.min_run_time_s)."
+            )
+            after.extra.setdefault("notes", []).append(note)
+            timing.setdefault("notes", []).append(note)
+    return timing
 
 
 # Instruction sets that decide int8 speed on x86 (VNNI: int8 dot products; AMX: int8 tiles).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from litcompress.checkpoint import (
     OWNERS_KEY,
     build_network,
     form_of,
+    form_record,
     read_checkpoint,
+    rebuild_network,
     require_file,
     technique_of,
 )
@@ -45,8 +48,11 @@ from litcompress.report import (
     REPORT_FIGURES,
     ModelStats,
     measure,
+    measure_latency_ms,
+    measure_size,
     report_figures,
     state_dict_bytes,
+    time_side_by_side,
     write_report,
 )
 
@@ -172,16 +178,19 @@ def ui_switches(cfg: DictConfig, callbacks: list[Callback]) -> dict[str, bool]:
 
 
 class ReportCallback(Callback):
-    """Keeps the ``before`` measurement in checkpoints, so that a resumed run reports the same."""
+    """Keeps the ``before`` figures and the form of the network as it entered the run in
+    checkpoints, so that a resumed run reports the same (and times the same network)."""
 
     def __init__(self) -> None:
         self.before: dict[str, Any] | None = None
+        self.before_form: dict[str, Any] = {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"before": self.before}
+        return {"before": self.before, "before_form": self.before_form}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.before = state_dict["before"]
+        self.before_form = state_dict.get("before_form") or {}
 
 
 def check_inputs(cfg: DictConfig) -> None:
@@ -340,9 +349,10 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
             before_acc = metric(trainer, "before/acc")
         # DDP children are started by fit: before it, only the env-derived rank tells them apart.
         if rank_zero_only.rank == 0 and cfg.report.enabled:
-            log.info("Measuring the network as it enters the run")
-            before = measure(module.net, data.input_shape, before_acc, cfg.report.min_run_time_s)
+            # Its speed is timed at the end, beside the final network (a rebuilt twin).
+            before = measure_size(module.net, data.input_shape, before_acc)
             report_callback.before = before.to_dict()
+            report_callback.before_form = copy.deepcopy(form_record(module.form))
 
     # Set before fit (not passed to it) so that the callbacks' setup knows the run resumes.
     trainer.ckpt_path = cfg.ckpt_path
@@ -372,8 +382,12 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         entries = {}
         for callback in compression:
             entries.update(callback.report_entries())
+        before = ModelStats(**report_callback.before)
+        timing = time_before_and_after(
+            before, after, module, report_callback.before_form, data.input_shape, cfg
+        )
         report = write_report(
-            ModelStats(**report_callback.before),
+            before,
             after,
             data.input_shape,
             Path(cfg.paths.output_dir) / "report.json",
@@ -384,6 +398,7 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
             compress=sorted((cfg.get("compress") or {}).keys()),
             epochs=trainer.current_epoch,
             delivered=delivered(trainer, Path(cfg.paths.output_dir), after, bool(cfg.test)),
+            timing=timing,
             **({"export": exports} if exports else {}),
             **entries,
         )
@@ -394,6 +409,30 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         raise ExportError("; ".join(failed))
     trained = any(key.startswith("val/") for key in fit_metrics)
     return optimized_value(cfg.optimized_metric, metrics, trained)
+
+
+def time_before_and_after(
+    before: ModelStats,
+    after: ModelStats,
+    module: ClassifierModule,
+    before_form: dict[str, Any],
+    input_shape: tuple[int, ...],
+    cfg: DictConfig,
+) -> dict[str, Any]:
+    """The speed of the network that entered the run against the delivered one, timed side by
+    side now (one time window: the speed-up does not depend on when each was measured).
+
+    The entering network is rebuilt in its form (latency does not depend on the weights' values).
+    A technique whose delivered statistics carry no runnable model keeps its own latencies.
+    """
+    log.info("Timing the network that entered the run beside the delivered one")
+    before_net = rebuild_network(module.model_config, before_form).eval()
+    if after.model is not None:
+        return time_side_by_side(before, after, before_net, input_shape, cfg.report.min_run_time_s)
+    for batch in (1, 32):
+        latency = measure_latency_ms(before_net, input_shape, batch, cfg.report.min_run_time_s)
+        setattr(before, f"latency_ms_b{batch}", latency)
+    return {"method": "separate"}
 
 
 def delivered(

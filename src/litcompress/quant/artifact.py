@@ -208,6 +208,7 @@ def deploy_int8(
             ),
         },
     )
+    stats.model = deployed  # timed again beside the network that entered the run
     notes = int8_notes(stats)
     for note in notes:
         log.warning("%s", note)
