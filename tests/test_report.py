@@ -155,7 +155,7 @@ def test_a_speed_up_that_moves_between_rounds_is_flagged_not_reported_confidentl
     before = ModelStats(None, 10, 20, 30, None, None)
     after = ModelStats(0.9, 10, 20, 30, None, None, model=erratic)
     timing = time_side_by_side(before, after, steady, (1, 2, 2), min_run_time_s=0.05)
-    assert timing["method"] == "paired" and timing["spread_b32"] > 0.10
+    assert timing["method"] == "paired" and timing["spread_b32"] > 0.20
     assert any("is not reliable" in note for note in after.extra["notes"])
     assert before.latency_ms_b32 > 0 and after.latency_ms_b32 > 0
     assert "model" not in after.to_dict()  # the runnable model is never written to the report

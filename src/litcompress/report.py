@@ -165,7 +165,7 @@ def measure_size(
 # Rounds of the paired timing; the spread of their ratios says how far the speed-up can be trusted.
 PAIRED_ROUNDS = 15
 # A speed-up whose rounds spread wider than this (interquartile range / median) is flagged.
-TRUSTED_SPREAD = 0.10
+TRUSTED_SPREAD = 0.20
 
 
 def paired_latency_ms(
