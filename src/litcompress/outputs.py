@@ -34,16 +34,26 @@ def output_folders(cfg: DictConfig) -> dict[str, Path]:
     return folders
 
 
+def existing_ancestor(folder: Path) -> Path:
+    """``folder`` itself if it exists, else its nearest existing parent."""
+    folder = folder.expanduser().absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def check_writable(folders: dict[str, Path]) -> None:
-    """Make each folder and write a probe file in it.
+    """Check that each folder exists and takes files, or can be made (nothing is left behind).
 
     Raises:
         ConfigError: one cannot be made or written; the message names the option and the error.
     """
     for option, folder in folders.items():
+        where = existing_ancestor(folder)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".litcompress-probe-"):
+            if not where.is_dir():
+                raise NotADirectoryError(f"{where} is a file, not a folder")
+            with tempfile.NamedTemporaryFile(dir=where, prefix=".litcompress-probe-"):
                 pass
         except OSError as error:
             raise ConfigError(
@@ -56,7 +66,7 @@ def check_writable(folders: dict[str, Path]) -> None:
 def check_free_space(folder: Path, checkpoint_bytes: int) -> None:
     """Refuse to start when ``folder`` has no room for a few checkpoints of ``checkpoint_bytes``."""
     needed = CHECKPOINTS_OF_ROOM * checkpoint_bytes
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(existing_ancestor(folder)).free
     if free < needed:
         raise ConfigError(
             f"{folder} has {free / 1e6:.1f} MB free, but the run needs about {needed / 1e6:.1f} MB "
