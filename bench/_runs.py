@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 from pathlib import Path
@@ -36,6 +37,17 @@ def shapes_run(num_train: int, min_run_time_s: float | None = None) -> list[str]
     if min_run_time_s is not None:
         overrides.append(f"report.min_run_time_s={min_run_time_s}")
     return overrides
+
+
+def accuracy_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the benchmarks' fp32-then-QAT accuracy rows, and their speed budget."""
+    parser.add_argument("--depth", type=int, default=20, help="ResNet depth of the accuracy rows")
+    parser.add_argument("--epochs", type=int, default=15, help="fp32 training epochs")
+    parser.add_argument("--qat-epochs", type=int, default=3)
+    parser.add_argument("--num-train", type=int, default=10000)
+    parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
 
 
 def train_then_qat(

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from _runs import SHAPE, prune_half, shapes_run, train_then_qat
+from _runs import SHAPE, accuracy_options, prune_half, shapes_run, train_then_qat
 from litcompress.checkpoint import rebuild_network
 from litcompress.compat import cpu_has_vnni
 from litcompress.deploy.evaluate import evaluate, load_data
@@ -164,14 +164,8 @@ def accuracy(depth: int, epochs: int, qat_epochs: int, num_train: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--depth", type=int, default=20, help="ResNet depth of the accuracy rows")
-    parser.add_argument("--epochs", type=int, default=15, help="fp32 training epochs")
-    parser.add_argument("--qat-epochs", type=int, default=3)
-    parser.add_argument("--num-train", type=int, default=10000)
-    parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
+    accuracy_options(parser)
     parser.add_argument("--only", help="speed of the networks whose name contains this only")
-    parser.add_argument("--skip-accuracy", action="store_true")
-    parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
     print(describe_cpu() + "\n")
     if not args.skip_speed:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from _runs import shapes_run, train_then_qat
+from _runs import accuracy_options, shapes_run, train_then_qat
 from litcompress.checkpoint import rebuild_network
 from litcompress.compat import cpu_has_vnni
 from litcompress.quant.artifact import ARTIFACTS, enable_int8_kernels, load_int8, save_int8
@@ -102,13 +102,7 @@ def accuracy(depth: int, epochs: int, qat_epochs: int, num_train: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--depth", type=int, default=20, help="ResNet depth of the accuracy rows")
-    parser.add_argument("--epochs", type=int, default=15, help="fp32 training epochs")
-    parser.add_argument("--qat-epochs", type=int, default=3)
-    parser.add_argument("--num-train", type=int, default=10000)
-    parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
-    parser.add_argument("--skip-accuracy", action="store_true")
-    parser.add_argument("--skip-speed", action="store_true")
+    accuracy_options(parser)
     args = parser.parse_args()
     print(describe_cpu() + "\n")
     if not args.skip_speed:

@@ -134,23 +134,19 @@ def measure(
         test_acc: its test accuracy, if it was evaluated.
         min_run_time_s: timing budget per batch size.
     """
-    net = copy.deepcopy(net).cpu().eval()
-    return ModelStats(
-        test_acc=test_acc,
-        params=count_params(net),
-        macs=count_macs(net, input_shape),
-        file_bytes=state_dict_bytes(net),
-        latency_ms_b1=measure_latency_ms(net, input_shape, 1, min_run_time_s),
-        latency_ms_b32=measure_latency_ms(net, input_shape, 32, min_run_time_s),
-        model=net,
-    )
+    stats = measure_size(net, input_shape, test_acc)
+    for batch in (1, 32):
+        latency = measure_latency_ms(stats.model, input_shape, batch, min_run_time_s)
+        setattr(stats, f"latency_ms_b{batch}", latency)
+    return stats
 
 
 def measure_size(
     net: nn.Module, input_shape: tuple[int, ...], test_acc: float | None = None
 ) -> ModelStats:
-    """What does not depend on the moment: parameters, MACs, file size (latency left ``None``,
-    timed later beside the other network by :func:`paired_latency_ms`)."""
+    """What does not depend on the moment: parameters, MACs, file size, on a CPU copy of ``net``
+    (``model``); latency is left ``None``, to be timed beside the other network
+    (:func:`time_side_by_side`)."""
     net = copy.deepcopy(net).cpu().eval()
     return ModelStats(
         test_acc=test_acc,
@@ -159,6 +155,7 @@ def measure_size(
         file_bytes=state_dict_bytes(net),
         latency_ms_b1=None,
         latency_ms_b32=None,
+        model=net,
     )
 
 
