@@ -85,16 +85,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The metadata of the artifact at ``path``, or ``None`` when it carries none."""
     path = Path(path)
     if path.suffix == ".ckpt":
-        record = read_checkpoint(path)[CHECKPOINT_KEY]
-        config = record.get("model_config") or {}
-        return {
-            "source": str(path),
-            "network": config.get("_target_"),
-            "precision": "int8 (fake-quantized)" if "quantization" in record else "fp32",
-            "runtime": "torch",
-            "inputs": record.get("inputs") or _inputs_from_model_config(config),
-            "data": record.get("data"),
-        }
+        return checkpoint_metadata(read_checkpoint(path), path)
     if path.suffix == ".onnx":
         import onnx
 
@@ -106,6 +97,20 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if sidecar(path).is_file():
         return json.loads(sidecar(path).read_text())
     return None
+
+
+def checkpoint_metadata(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a loaded checkpoint says of itself, as an artifact's metadata."""
+    record = checkpoint[CHECKPOINT_KEY]
+    config = record.get("model_config") or {}
+    return {
+        "source": str(path),
+        "network": config.get("_target_"),
+        "precision": "int8 (fake-quantized)" if "quantization" in record else "fp32",
+        "runtime": "torch",
+        "inputs": record.get("inputs") or _inputs_from_model_config(config),
+        "data": record.get("data"),
+    }
 
 
 def _inputs_from_model_config(config: dict[str, Any]) -> dict[str, Any] | None:

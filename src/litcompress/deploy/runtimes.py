@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from litcompress.checkpoint import load_network, require_file
-from litcompress.deploy.metadata import read_metadata
+from litcompress.checkpoint import build_network, read_checkpoint, require_file
+from litcompress.deploy.metadata import checkpoint_metadata, read_metadata
 from litcompress.errors import ConfigError, first_line
 from litcompress.quant.artifact import is_int8_program, load_int8, load_program
 
@@ -216,15 +216,15 @@ def load_artifact(
             f"program, an .onnx model or an OpenVINO .xml (with its .bin)."
         )
     threads = threads or torch.get_num_threads()
+    if suffix == ".ckpt":  # read once: its record is its metadata
+        checkpoint = read_checkpoint(resolved, "ARTIFACT")
+        meta = checkpoint_metadata(checkpoint, resolved)
+        return TorchRuntime(resolved, meta, meta["precision"], build_network(checkpoint).eval())
     meta = read_metadata(resolved)
     if suffix == ".onnx":
         return OnnxRuntime(resolved, meta, threads)
     if suffix == ".xml":
         return OpenVINORuntime(resolved, meta, threads, precision_hint)
-    if suffix == ".ckpt":
-        net = load_network(resolved)
-        precision = (meta or {}).get("precision", "fp32")
-        return TorchRuntime(resolved, meta, precision, net)
     if suffix == ".pt":
         return TorchRuntime(resolved, meta, "int8", load_int8(resolved))
     program = load_program(resolved)
