@@ -194,7 +194,14 @@ def test_resume_continues_qat_with_the_observers_of_the_checkpoint(qat_run, tmp_
     saved = read_checkpoint(last)["state_dict"]
     probe = CheckRestoredQAT()
     cfg = compose_config(
-        [*QAT, f"ckpt_path={last}", "trainer.max_epochs=3", "report.enabled=false"], tmp_path
+        [
+            *QAT,
+            "compress.qat.start_epoch=1",  # as the run did: a resumed run keeps its settings
+            f"ckpt_path={last}",
+            "trainer.max_epochs=3",
+            "report.enabled=false",
+        ],
+        tmp_path,
     )
     run(cfg, extra_callbacks=[probe])
     assert isinstance(probe.net, FakeQuantNet)

@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from litcompress.compat import save_last_if_skipped
 from litcompress.errors import OutputError
+from litcompress.seeding import GLOBAL_STREAM, epoch_seed, seed_global_generators
 
 
 class EpochCheckpoint(ModelCheckpoint):
@@ -46,3 +47,16 @@ class EpochCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         save_last_if_skipped(self, trainer, train_epoch_end=True)
+
+
+class EpochSeed(L.Callback):
+    """Seeds torch, numpy and ``random`` at the start of every training epoch from the run's
+    ``seed`` and the epoch alone, so that what draws from them in training (dropout, stochastic
+    depth, a technique's random choices) is the same in a resumed run as in the uninterrupted
+    one (:mod:`litcompress.seeding`). Runs after the other callbacks' epoch-start hooks."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seed_global_generators(epoch_seed(self.seed, trainer.current_epoch, GLOBAL_STREAM))

@@ -103,3 +103,14 @@ def save_last_if_skipped(callback: ModelCheckpoint, trainer: Any, train_epoch_en
         and not callback._should_skip_saving_checkpoint(trainer)
     ):
         callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
+def epoch_to_resume(trainer: Any) -> int:
+    """The epoch a run resumed from a checkpoint saved now starts with.
+
+    A checkpoint saved at the end of an epoch's batches (after its validation, or at the end of
+    the training epoch) resumes with the next epoch; one saved mid-epoch restarts that epoch.
+    Lightning keeps this in its loops' progress counters, which have no public accessor.
+    """
+    finished = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+    return trainer.current_epoch + int(bool(finished))

@@ -23,6 +23,10 @@ from litcompress.compat import rewrap_ddp
 from litcompress.errors import ConfigError
 
 
+# Checkpoint entry of the best validation accuracy so far (``val/acc_best``).
+BEST_KEY = "val_acc_best"
+
+
 class LossTerm(Protocol):
     """An extra training-loss term: ``term(inputs, logits, targets) -> scalar tensor``."""
 
@@ -84,6 +88,8 @@ class ClassifierModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Saved in checkpoints beside the weights: a resumed run keeps the best of the epochs
+        # before.
         self.val_acc_best = MaxMetric()
         self.loss_terms: dict[str, LossTerm] = {}
         # The loss terms that are modules (trainable ones): registered so that they are optimized,
@@ -148,10 +154,6 @@ class ClassifierModule(L.LightningModule):
         # loss modules take their shapes for this network now.
         self.follow_network()
 
-    def on_train_start(self) -> None:
-        # Sanity-check batches must not count towards the best validation accuracy.
-        self.restart_best()
-
     def restart_best(self) -> None:
         """Start ``val/acc_best`` afresh (the network changed form: the old best is not its own)."""
         self.val_acc_best.reset()
@@ -164,6 +166,8 @@ class ClassifierModule(L.LightningModule):
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a few batches: no part of the best accuracy
+            return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
@@ -258,6 +262,7 @@ class ClassifierModule(L.LightningModule):
             **form_record(self.form),
             **self.checkpoint_extras,
         }
+        checkpoint[BEST_KEY] = self.val_acc_best.max_value.detach().cpu()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Runs before the weights are loaded: give the network the checkpoint's form.
@@ -274,6 +279,9 @@ class ClassifierModule(L.LightningModule):
         self.follow_network()
         # Loss modules load their saved state when they exist (a resumed run); a run that has
         # none (testing, or the loss ended) ignores theirs, and new ones start afresh.
+        self.val_acc_best.reset()
+        if BEST_KEY in checkpoint:  # older checkpoints lack it
+            self.val_acc_best.update(checkpoint[BEST_KEY].to(self.val_acc_best.device))
         weights = checkpoint["state_dict"]
         own = {f"loss_modules.{k}": v for k, v in self.loss_modules.state_dict().items()}
         for key in [k for k in weights if k.startswith("loss_modules.") and k not in own]:

@@ -20,8 +20,9 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from litcompress.callbacks import EpochSeed
 from litcompress.checkpoint import (
     CHECKPOINT_KEY,
     OWNERS_KEY,
@@ -56,6 +57,9 @@ from litcompress.report import (
 )
 
 log = logging.getLogger(__name__)
+
+# Entry of a checkpoint's litcompress record: the run's compress options (unresolved).
+COMPRESS_KEY = "compress"
 
 
 def build(config: DictConfig, **kwargs: Any) -> Any:
@@ -192,8 +196,12 @@ class ReportCallback(Callback):
         self.before_form = state_dict.get("before_form") or {}
 
 
-def check_inputs(cfg: DictConfig) -> None:
-    """Checks that need no data or model, done before anything is built."""
+def check_inputs(cfg: DictConfig) -> dict[str, Any] | None:
+    """Checks that need no data or model, done before anything is built.
+
+    Returns the litcompress record of the checkpoint a resumed run starts from (``None`` for a new
+    run).
+    """
     if _in_hydra_multirun() and str(cfg.trainer.get("strategy", "")).startswith("ddp"):
         # Lightning restarts train.py once per extra rank with the original arguments, `-m` and
         # all, so every rank would start the whole sweep again.
@@ -213,10 +221,21 @@ def check_inputs(cfg: DictConfig) -> None:
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed={cfg.seed!r} is not an integer: use e.g. seed=42.")
     check_optimizer(cfg.get("optim"))
-    if cfg.ckpt_path:
-        read_checkpoint(cfg.ckpt_path, "ckpt_path")  # readable, and written by litcompress
+    resumed = None
+    if cfg.ckpt_path:  # readable, and written by litcompress
+        resumed = read_checkpoint(cfg.ckpt_path, "ckpt_path")[CHECKPOINT_KEY]
     if cfg.init_from:
         require_file(cfg.init_from, "init_from")
+    min_run_time = cfg.report.get("min_run_time_s")
+    if (
+        isinstance(min_run_time, bool)
+        or not isinstance(min_run_time, int | float)
+        or (min_run_time <= 0)
+    ):
+        raise ConfigError(
+            f"report.min_run_time_s={min_run_time!r} must be a positive number of seconds (the "
+            f"time each latency is measured for, e.g. 1.0); to skip measuring, report.enabled=false."
+        )
     check_optimized_metric(cfg.optimized_metric, cfg.report.enabled)
     check_formats(cfg.get("export") or [], "export")
     if cfg.ckpt_path and cfg.init_from:
@@ -224,6 +243,7 @@ def check_inputs(cfg: DictConfig) -> None:
             f"ckpt_path={cfg.ckpt_path} (resume) and init_from={cfg.init_from} (new run from "
             f"trained weights) exclude each other: set only one."
         )
+    return resumed
 
 
 def check_optimizer(optim: DictConfig | None) -> None:
@@ -241,10 +261,53 @@ def check_optimizer(optim: DictConfig | None) -> None:
             raise ConfigError(f"optim.{key}={value} must be {need}.")
 
 
-def check_resume(checkpoint_path: str, data: ClassificationData, net_config: dict) -> None:
+def resume_techniques(cfg: DictConfig, resumed: dict[str, Any]) -> None:
+    """A resumed run goes on with the techniques of the run it resumes, with their settings.
+
+    Without ``compress`` options the checkpoint's are taken (a run resumed by a cluster's requeue,
+    or by hand with only ``ckpt_path``); other ones are refused: a technique's schedule and state
+    belong to the run that started it.
+    """
+    saved = resumed.get(COMPRESS_KEY)
+    if saved is None:  # a checkpoint of an older litcompress: it does not say
+        return
+    given = compress_options(cfg)
+    if given == saved:
+        return
+    if not given:
+        log.info("Resuming with the run's techniques: compress=[%s]", ",".join(saved))
+        with open_dict(cfg):
+            cfg.compress = saved
+        return
+    if set(given) != set(saved):
+        asked = f"compress=[{','.join(given)}], but the run used compress=[{','.join(saved)}]"
+    else:
+        changed = [
+            f"compress.{name}.{key}: {saved[name].get(key)!r} in the checkpoint, "
+            f"{given[name].get(key)!r} here"
+            for name in saved
+            for key in sorted({*saved[name], *given[name]})
+            if saved[name].get(key) != given[name].get(key)
+        ]
+        asked = f"other technique settings ({'; '.join(changed)})"
+    raise ConfigError(
+        f"ckpt_path={cfg.ckpt_path} resumes a run, and this command asks for {asked}: a resumed "
+        f"run goes on with its own techniques and settings. Drop the compress options (they are "
+        f"taken from the checkpoint), or start a new run from its weights with "
+        f"init_from={cfg.ckpt_path}."
+    )
+
+
+def compress_options(cfg: DictConfig) -> dict[str, Any]:
+    """The run's ``compress`` options as plain values, interpolations kept (``${init_from}``)."""
+    compress = cfg.get("compress")
+    return OmegaConf.to_container(compress, resolve=False) if compress else {}
+
+
+def check_resume(resumed: dict[str, Any], checkpoint_path: str, net_config: dict) -> None:
     """Refuse to resume from a checkpoint of another network or other data, before fitting (the
     state-dict mismatch would come after the data is loaded, as a traceback)."""
-    saved = read_checkpoint(checkpoint_path, "ckpt_path")[CHECKPOINT_KEY]["model_config"]
+    saved = resumed["model_config"]
     differences = [  # keys of one side only: another litcompress version's defaults
         f"{key}: {saved[key]!r} in the checkpoint, {net_config[key]!r} here"
         for key in sorted(set(saved) & set(net_config))
@@ -304,17 +367,20 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
 
     ``extra_callbacks`` are added to the configured ones (for programmatic use, e.g. benchmarks).
     """
-    check_inputs(cfg)
+    resumed = check_inputs(cfg)
+    if resumed is not None:
+        resume_techniques(cfg, resumed)
     folders = output_folders(cfg)
     check_writable(folders)
     L.seed_everything(cfg.seed, workers=True)
     data: ClassificationData = build(cfg.data)
+    data.shuffle_seed = cfg.seed
     if rank_zero_only.rank == 0:
         # Find missing files or failed downloads now, not after the first measurements.
         data.prepare_data()
     module = build_module(cfg, data)
-    if cfg.ckpt_path:
-        check_resume(cfg.ckpt_path, data, module.model_config)
+    if resumed is not None:
+        check_resume(resumed, cfg.ckpt_path, module.model_config)
     checkpoints = folders.get("callbacks.model_checkpoint.dirpath")
     if checkpoints is not None:
         # Weights and optimizer state (two moments for Adam): about three copies of the weights.
@@ -323,7 +389,10 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
             claim_checkpoint_folder(checkpoints, bool(cfg.ckpt_path), bool(cfg.get("overwrite")))
     # Checkpoints and exported models record how images were prepared, and the class names.
     module.checkpoint_extras.update(
-        inputs=data.inputs_record(), data=OmegaConf.to_container(cfg.data, resolve=True)
+        inputs=data.inputs_record(),
+        data=OmegaConf.to_container(cfg.data, resolve=True),
+        # The techniques and their settings, so that a resumed run goes on with them.
+        **{COMPRESS_KEY: compress_options(cfg)},
     )
 
     loggers: list[Logger] = [build(c) for c in (cfg.get("logger") or {}).values() if c]
@@ -334,6 +403,7 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         *build_callbacks(cfg, bool(loggers)),
         *compression,
         *(extra_callbacks or []),
+        EpochSeed(cfg.seed),  # last: seeds after the other callbacks' epoch-start work
     ]
     trainer: L.Trainer = build(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, **ui_switches(cfg, callbacks)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import functools
 import hashlib
 import logging
+import math
 import re
 import traceback
 import warnings
@@ -60,6 +62,9 @@ _UNBOUNDED_LAYERS = (ShiftedWindowAttentionV2, RelativePositionalMultiHeadAttent
 _PROGRESSIVE_STEPS = 100
 # Small steps of a global pruning step limited by max_layer_ratio.
 _CAPPED_STEPS = 20
+# How far below the requested ratio the channels removed may fall before it counts as not
+# honoured (the per-layer rounding of torch-pruning is a channel or so per layer).
+_RATIO_TOLERANCE = 0.05
 
 
 def graph_options(net: nn.Module) -> dict[str, Any]:
@@ -192,6 +197,16 @@ class PruneCallback(CompressionCallback):
                 f"compress.prune.importance={importance!r} is unknown; choose one of "
                 f"{', '.join(IMPORTANCES)}."
             )
+        if round_to is not None and (isinstance(round_to, bool) or round_to < 1):
+            raise ConfigError(
+                f"compress.prune.round_to={round_to} must be a whole number of channels >= 1 "
+                f"(e.g. 8), or null."
+            )
+        if importance == "taylor" and taylor_batches < 1:
+            raise ConfigError(
+                f"compress.prune.taylor_batches={taylor_batches}: importance=taylor ranks channels "
+                f"by the gradients of that many training batches; use at least 1 (e.g. 4)."
+            )
         if iterative_steps < 1:
             raise ConfigError(f"compress.prune.iterative_steps={iterative_steps} must be >= 1.")
         self.start_epoch = start_epoch
@@ -221,6 +236,9 @@ class PruneCallback(CompressionCallback):
         self.steps_done = 0
         self.base_macs: int | None = None
         self.steps: list[dict[str, Any]] = []
+        # The layers whose output channels can be pruned, and their channels at the start.
+        self.prunable: list[str] = []
+        self.base_channels: int | None = None
         self._regulariser: tp.pruner.GroupNormPruner | None = None
 
     # -- schedule ---------------------------------------------------------------------------------
@@ -267,12 +285,20 @@ class PruneCallback(CompressionCallback):
         return net
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps_done": self.steps_done, "base_macs": self.base_macs, "steps": self.steps}
+        return {
+            "steps_done": self.steps_done,
+            "base_macs": self.base_macs,
+            "steps": self.steps,
+            "prunable": self.prunable,
+            "base_channels": self.base_channels,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.steps_done = state_dict["steps_done"]
         self.base_macs = state_dict["base_macs"]
         self.steps = state_dict["steps"]
+        self.prunable = state_dict.get("prunable", [])
+        self.base_channels = state_dict.get("base_channels")
 
     # -- hooks ------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: ClassifierModule, stage: str) -> None:
@@ -302,6 +328,8 @@ class PruneCallback(CompressionCallback):
         if self.base_macs is None:
             self.base_macs = count_macs(net, self._input_shape)
         steps_now = self.schedule[0] == 0 and self.sparsity_reg == 0
+        self.prunable = prunable_layers(net, self._ignored, self._input_shape)
+        self.base_channels = _channels(net, self.prunable)
         # Large networks take a while to trace (minutes for a full-size Swin): say what happens.
         log.info(
             "Tracing %s (%d modules) for torch-pruning%s",
@@ -311,10 +339,15 @@ class PruneCallback(CompressionCallback):
         )
         if self.speedup:
             self._check_reachable(net)
-        elif not steps_now:  # fail on a network torch-pruning cannot handle now, not after training
-            self._dry_run(net)
+        elif not steps_now or self.iterative_steps > 1:
+            # Fails now, not after training, on a network torch-pruning cannot handle or a ratio
+            # it cannot reach.
+            self._trial(net)
         if steps_now:
+            before = _widths(net)
             self._step(trainer, pl_module)
+            if self.iterative_steps == 1 and not self.speedup:
+                self._check_honoured(net, before, _widths(net))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         if not self._due(trainer):
@@ -379,29 +412,38 @@ class PruneCallback(CompressionCallback):
         net.train(training)  # building the graph switches to eval() and never back
         return pruner
 
-    def _step_ratio(self) -> float:
-        """Ratio of the current channels to remove now, so that step k reaches k/n of ``ratio``."""
-        k, n = self.steps_done + 1, self.iterative_steps
+    def _step_ratio(self, done: int) -> float:
+        """Ratio of the channels left after ``done`` steps to remove in the next one, so that
+        step k reaches k/n of ``ratio``."""
+        k, n = done + 1, self.iterative_steps
         done, target = self.ratio * (k - 1) / n, self.ratio * k / n
         return 1.0 - (1.0 - target) / (1.0 - done)
 
-    def _prune(self, trainer: L.Trainer, pl_module: ClassifierModule) -> History:
-        """Prune ``pl_module.net`` in place by one schedule step; returns what was removed."""
-        net = pl_module.net
+    def _prune(
+        self,
+        net: nn.Module,
+        done: int,
+        run: Callable[[tp.pruner.BasePruner], None],
+        importance: str | None = None,
+    ) -> History:
+        """Prune ``net`` in place by the schedule step after ``done`` steps, each pruner step
+        taken by ``run``; returns what was removed."""
         if self.speedup:
-            target = self.base_macs / self.speedup ** ((self.steps_done + 1) / self.iterative_steps)
-            pruner = self._pruner(net, 0.95, steps=_PROGRESSIVE_STEPS)
-            self._prune_towards(net, target, lambda: self._run(pruner, trainer, pl_module))
+            target = self.base_macs / self.speedup ** ((done + 1) / self.iterative_steps)
+            pruner = self._pruner(net, 0.95, steps=_PROGRESSIVE_STEPS, importance=importance)
+            self._prune_towards(net, target, lambda: run(pruner))
         elif self.global_pruning and self.max_layer_ratio < 1.0:
             # torch-pruning checks max_pruning_ratio before each of its steps: one global step
             # can take a layer far past it (measured: 66% of a layer at a 40% limit). In small
             # steps a layer stops as soon as it reaches the limit.
-            pruner = self._pruner(net, self._step_ratio(), steps=_CAPPED_STEPS)
+            pruner = self._pruner(
+                net, self._step_ratio(done), steps=_CAPPED_STEPS, importance=importance
+            )
             for _ in range(_CAPPED_STEPS):
-                self._run(pruner, trainer, pl_module)
+                run(pruner)
         else:
-            pruner = self._pruner(net, self._step_ratio())
-            self._run(pruner, trainer, pl_module)
+            pruner = self._pruner(net, self._step_ratio(done), importance=importance)
+            run(pruner)
         return _normalise(pruner.DG.pruning_history())
 
     def _run(self, pruner: tp.pruner.BasePruner, trainer: L.Trainer, pl_module: ClassifierModule):
@@ -413,14 +455,20 @@ class PruneCallback(CompressionCallback):
     def _accumulate_gradients(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         net = pl_module.net
         net.zero_grad(set_to_none=True)
-        for x, y in islice(trainer.datamodule.train_dataloader(), self.taylor_batches):
+        loader = trainer.datamodule.train_dataloader()
+        if hasattr(loader.sampler, "set_epoch"):  # this epoch's batches, as a resumed run sees
+            loader.sampler.set_epoch(trainer.current_epoch)
+        for x, y in islice(loader, self.taylor_batches):
             x, y = x.to(pl_module.device), y.to(pl_module.device)
             nn.functional.cross_entropy(net(x), y).backward()
 
     def _step(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         net = pl_module.net
         before = _widths(net)
-        history = self._prune(trainer, pl_module) if trainer.is_global_zero else None
+        history = None
+        if trainer.is_global_zero:
+            run = functools.partial(self._run, trainer=trainer, pl_module=pl_module)
+            history = self._prune(net, self.steps_done, run)
         if trainer.world_size > 1:
             history = trainer.strategy.broadcast(history, src=0)
             if not trainer.is_global_zero:
@@ -441,7 +489,10 @@ class PruneCallback(CompressionCallback):
     def _record(self, trainer: L.Trainer, pl_module: ClassifierModule, before: dict) -> None:
         net = pl_module.net
         macs, params = count_macs(net, self._input_shape), count_params(net)
-        self.steps.append({"epoch": trainer.current_epoch, "params": params, "macs": macs})
+        channels = _channels(net, self.prunable)
+        self.steps.append(
+            {"epoch": trainer.current_epoch, "params": params, "macs": macs, "channels": channels}
+        )
         log.info(
             "Pruning step %d/%d at epoch %d: %s params, %s MACs (%.2fx fewer MACs than at start)",
             self.steps_done,
@@ -468,10 +519,58 @@ class PruneCallback(CompressionCallback):
             macs = count_macs(net, self._input_shape)
         return macs
 
-    def _dry_run(self, net: nn.Module) -> None:
-        """Prune a copy of ``net`` by magnitude now: what torch-pruning cannot do fails early."""
+    def _trial(self, net: nn.Module) -> None:
+        """Prune a copy of ``net`` by the whole schedule now, ranking channels by magnitude
+        (which needs no gradients; how many channels each layer loses does not depend on the
+        ranking): what torch-pruning cannot do, or a ratio it cannot reach, fails early."""
         trial = copy.deepcopy(net)
-        _prune_step(self._pruner(trial, self.ratio, importance="l2"), trial)
+        before = _widths(trial)
+        for done in range(self.iterative_steps):
+            self._prune(trial, done, lambda pruner: _prune_step(pruner, trial), importance="l2")
+        self._check_honoured(trial, before, _widths(trial))
+
+    def _check_honoured(self, net: nn.Module, before: dict[str, int], after: dict[str, int]):
+        """Refuse a ``ratio`` that pruning ``before`` into ``after`` did not reach."""
+        if not self.ratio or not self.prunable:
+            return
+        whole = [name for name in self.prunable if after[name] == before[name] > 1]
+        achieved = 1 - _channels(net, self.prunable) / self.base_channels
+        name = type(net).__name__
+        if whole and not self.global_pruning:
+            least = min(before[n] for n in whole)
+            keep = self.round_to or 1
+            ceiling = math.floor((1 - keep / least) * 100) / 100
+            shown = ", ".join(f"{n} ({before[n]})" for n in whole[:4])
+            more = f" and {len(whole) - 4} more" if len(whole) > 4 else ""
+            rounding = (
+                f" rounded down to a multiple of round_to={self.round_to}" if self.round_to else ""
+            )
+            raise ConfigError(
+                f"compress.prune.ratio={self.ratio} cannot be honoured on {name}: "
+                f"{len(whole)} of its {len(self.prunable)} prunable layers would keep all their "
+                f"channels: {shown}{more}. torch-pruning keeps int(channels x (1 - ratio)) "
+                f"channels of a layer{rounding}, and leaves the layer whole when that is 0, so "
+                f"the network would be pruned {achieved:.0%} instead of {self.ratio:.0%}. Ask "
+                f"for at most compress.prune.ratio={ceiling} (every layer keeps a channel), add "
+                f"those layers to compress.prune.ignored_layers, or prune by MACs with "
+                f"compress.prune.speedup=..."
+            )
+        if achieved < self.ratio - _RATIO_TOLERANCE:
+            limit = (
+                f" max_layer_ratio={self.max_layer_ratio} stops each layer at that share."
+                if self.max_layer_ratio < 1
+                else ""
+            )
+            why = limit or (
+                " torch-pruning leaves a group of layers whole where pruning it would leave no "
+                "channel."
+            )
+            raise ConfigError(
+                f"compress.prune.ratio={self.ratio} cannot be reached on {name}: pruning removes "
+                f"{achieved:.0%} of the channels of its prunable layers.{why} Ask for at most "
+                f"compress.prune.ratio={math.floor(achieved * 100) / 100}"
+                + (", or raise max_layer_ratio." if self.max_layer_ratio < 1 else ".")
+            )
 
     def _check_reachable(self, net: nn.Module) -> None:
         """Dry-run the MACs target on a copy, so an unreachable one fails before training."""
@@ -494,15 +593,24 @@ class PruneCallback(CompressionCallback):
         )
 
     def report_entries(self) -> dict[str, Any]:
-        """What this technique adds to report.json."""
-        return {
-            "prune": {
-                "importance": self.importance,
-                "ratio": None if self.speedup else self.ratio,
-                "speedup_target": self.speedup,
-                "steps": self.steps,
-            }
+        """What this technique adds to report.json: what was asked and what was achieved."""
+        entry: dict[str, Any] = {
+            "importance": self.importance,
+            "ratio": None if self.speedup else self.ratio,
+            "speedup_target": self.speedup,
+            "steps": self.steps,
         }
+        if self.steps and self.base_channels:
+            last = self.steps[-1]
+            entry["achieved_ratio"] = 1 - last["channels"] / self.base_channels
+            entry["achieved_macs_speedup"] = self.base_macs / last["macs"]
+            asked = f"{self.speedup:.2f}x fewer MACs" if self.speedup else f"ratio {self.ratio:.2f}"
+            entry["summary"] = (
+                f"asked {asked}; removed {entry['achieved_ratio']:.1%} of the channels of "
+                f"{len(self.prunable)} prunable layers ({self.base_channels:,} -> "
+                f"{last['channels']:,}), {entry['achieved_macs_speedup']:.2f}x fewer MACs"
+            )
+        return {"prune": entry}
 
 
 def _prune_step(pruner: tp.pruner.BasePruner, net: nn.Module) -> None:
@@ -624,10 +732,41 @@ def _fingerprint(chunks: Iterable[bytes]) -> str:
 def _widths(net: nn.Module) -> dict[str, int]:
     """Output width of every conv and linear layer (the channels pruning keeps)."""
     return {
-        name: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        name: _widths_of(m)
         for name, m in net.named_modules()
         if isinstance(m, nn.Conv2d | nn.Linear)
     }
+
+
+def prunable_layers(
+    net: nn.Module, ignored: Sequence[nn.Module], input_shape: Sequence[int]
+) -> list[str]:
+    """Names of the conv and linear layers whose output channels torch-pruning may remove
+    (wider than one channel, not ``ignored`` and not tied to an ignored layer)."""
+    graph = dependency_graph(net, input_shape)
+    names = {id(m): name for name, m in net.named_modules()}
+    found: dict[str, None] = {}
+    with _quiet_unwrapped_parameters():
+        for group in graph.get_all_groups(ignored_layers=list(ignored)):
+            for dep, _ in group:
+                module = dep.target.module
+                if (
+                    graph.is_out_channel_pruning_fn(dep.handler)
+                    and isinstance(module, nn.Conv2d | nn.Linear)
+                    and _widths_of(module) > 1
+                ):
+                    found[names[id(module)]] = None
+    return list(found)
+
+
+def _widths_of(module: nn.Module) -> int:
+    return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+
+
+def _channels(net: nn.Module, names: Sequence[str]) -> int:
+    """Output channels of the layers ``names`` of ``net``, together."""
+    modules = dict(net.named_modules())
+    return sum(_widths_of(modules[name]) for name in names)
 
 
 def _width_table(before: dict[str, int], after: dict[str, int]) -> str:

@@ -130,6 +130,12 @@ class QATCallback(CompressionCallback):
                     f"compress.qat.{option}={value} is before QAT starts (start_epoch="
                     f"{self.start_epoch}): set it between start_epoch and max_epochs."
                 )
+            if value is not None and 0 <= max_epochs <= value:
+                raise ConfigError(
+                    f"compress.qat.{option}={value} is not before trainer.max_epochs="
+                    f"{max_epochs}: it would never take effect. Set it between start_epoch "
+                    f"({self.start_epoch}) and {max_epochs - 1}, or null."
+                )
         self._check_after_structural_changes(trainer)
         if trainer.ckpt_path or prepared:  # resuming: the checkpoint restores the prepared net
             return

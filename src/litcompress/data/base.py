@@ -7,7 +7,9 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from litcompress.compat import epoch_to_resume
 from litcompress.errors import ConfigError
+from litcompress.seeding import EpochSampler, SeededSamples
 
 
 class ClassificationData(L.LightningDataModule):
@@ -19,6 +21,10 @@ class ClassificationData(L.LightningDataModule):
     ``classes`` (the class names) where they know them, at the latest in ``build_datasets``: runs
     record them (:meth:`inputs_record`) so that exported models predict on image files without
     being told how their images were prepared.
+
+    The training order and every training image's augmentation depend on ``shuffle_seed`` (the
+    run sets it to its ``seed``) and the epoch alone (:mod:`litcompress.seeding`); checkpoints
+    record the epoch to resume at, so that a resumed run sees the same batches.
 
     Args:
         batch_size: images per batch, for every split.
@@ -50,6 +56,9 @@ class ClassificationData(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.shuffle_seed = 0
+        # The epoch whose order the next training loader starts with (restored on resume).
+        self.epoch = 0
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -82,21 +91,29 @@ class ClassificationData(L.LightningDataModule):
         if self.train_set is None:
             self.train_set, self.val_set, self.test_set = self.build_datasets()
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: EpochSampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        sampler = EpochSampler(len(self.train_set), self.shuffle_seed, self.epoch)
+        return self._loader(SeededSamples(self.train_set), sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set)
+
+    def state_dict(self) -> dict[str, Any]:
+        fitting = self.trainer is not None and self.trainer.training
+        return {"epoch": epoch_to_resume(self.trainer) if fitting else self.epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch = int(state_dict.get("epoch", 0))

@@ -36,6 +36,11 @@ class FakeQuantNet(nn.Module):
         self._observing: bool | None = True
         self._has_dropout = any("dropout" in str(n.target) for n in graph.graph.nodes)
         self._fused_bn = [m for m in graph.modules() if hasattr(m, "freeze_bn")]
+        # An exported training graph counts BatchNorm batches with its own ops, which the
+        # switch to evaluation leaves in: evaluation would count its batches too.
+        self._batch_counters = [
+            b for name, b in graph.named_buffers() if name.endswith("num_batches_tracked")
+        ]
         # Loaded observer flags may differ from what this wrapper last applied.
         self.register_load_state_dict_post_hook(lambda module, _: module._forget_observing())
 
@@ -51,7 +56,13 @@ class FakeQuantNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self.sync_mode()
-        return self.graph(x)
+        if self._bn_training or not self._batch_counters or self.backend != "pt2e":
+            return self.graph(x)
+        counts = [b.clone() for b in self._batch_counters]
+        out = self.graph(x)
+        for buffer, count in zip(self._batch_counters, counts, strict=True):
+            buffer.copy_(count)
+        return out
 
     def sync_mode(self) -> None:
         """Bring the graph's BatchNorm, dropout and observers in line with the flags."""

@@ -1,0 +1,85 @@
+"""Randomness that depends on the run's seed and the epoch alone, so that a resumed run repeats
+the uninterrupted one bit for bit.
+
+Lightning 2.6 restores weights, optimizers, schedulers and loop counters from a checkpoint, but
+not the random number generators: a run resumed from ``last.ckpt`` shuffled, augmented and
+dropped out differently from the same run uninterrupted. Here every epoch draws from generators
+seeded with ``(seed, epoch)``: the training order and each image's augmentation
+(:class:`EpochSampler`, :class:`SeededSamples`) and the global generators that layers such as
+dropout use (:class:`litcompress.callbacks.EpochSeed`). Nothing needs saving but the epoch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+# Streams drawn from one (seed, epoch): independent generators for independent jobs.
+ORDER_STREAM = 0
+GLOBAL_STREAM = 1
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """A 63-bit seed for ``stream`` in ``epoch`` of a run seeded with ``seed``."""
+    state = np.random.SeedSequence([seed % 2**63, epoch, stream]).generate_state(2, np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+def seed_global_generators(seed: int) -> None:
+    """Seed torch (every device), numpy and Python's ``random``, quietly."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Shuffles ``size`` samples as a function of ``(seed, epoch)`` and gives each its own seed.
+
+    Yields ``(index, sample_seed)`` pairs for :class:`SeededSamples`: an image's augmentation
+    then depends on the run's seed, the epoch and the image alone, not on the order, the number
+    of workers or what ran before. Lightning calls :meth:`set_epoch` at the start of every epoch;
+    an iteration without it (under a distributed wrapper) moves to the next epoch by itself.
+    """
+
+    def __init__(self, size: int, seed: int = 0, epoch: int = 0) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, ORDER_STREAM))
+        order = torch.randperm(self.size, generator=generator).tolist()
+        seeds = torch.randint(2**62, (self.size,), generator=generator).tolist()
+        self.epoch += 1
+        return iter(zip(order, seeds, strict=True))
+
+
+class SeededSamples(Dataset):
+    """``dataset`` whose items, asked for as ``(index, seed)``, are drawn with torch's generator
+    seeded with ``seed`` (and restored after); a plain index reads the item as it is."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        assert isinstance(self.dataset, Sized)
+        return len(self.dataset)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Any:
+        if not isinstance(item, tuple):
+            return self.dataset[item]
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
