@@ -27,6 +27,16 @@ RESNET8 = [*FAST, "model=resnet", "model.depth=8", "report.enabled=false"]
         (["data.batch_size=0"], r"data.batch_size=0 must be an integer of at least 1"),
         (["data.num_workers=-1"], r"data.num_workers=-1 must be an integer of at least 0"),
         (["data=imagefolder"], r"data.data_dir: no value given.*data.data_dir=\.\.\."),
+        (["report.min_run_time_s=0"], r"report.min_run_time_s=0 must be a positive number"),
+        # Settings that would never take effect in the run asked for (trainer=debug: 2 epochs).
+        (
+            ["compress=qat", "compress.qat.start_epoch=0", "compress.qat.freeze_bn_epoch=2"],
+            r"freeze_bn_epoch=2 is not before trainer.max_epochs=2: it would never take effect",
+        ),
+        (
+            ["compress=qat", "compress.qat.start_epoch=0", "compress.qat.freeze_observer_epoch=5"],
+            r"freeze_observer_epoch=5 is not before trainer.max_epochs=2",
+        ),
     ],
 )
 def test_bad_settings_are_refused_before_training_with_the_fix(make_config, overrides, message):

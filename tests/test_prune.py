@@ -356,7 +356,7 @@ def test_a_network_that_makes_torch_pruning_run_out_of_memory_is_refused_first(
 
 
 def test_the_report_states_the_ratio_and_speedup_achieved_beside_the_requested(
-    make_config, trained_resnet8, tmp_path
+    make_config, trained_resnet8, tmp_path, capsys
 ):
     run(
         make_config(
@@ -374,6 +374,7 @@ def test_the_report_states_the_ratio_and_speedup_achieved_beside_the_requested(
     assert entry["ratio"] == 0.9 and 0.9 <= entry["achieved_ratio"] < 0.95
     assert entry["achieved_macs_speedup"] > 30
     assert "asked ratio 0.90; removed 9" in entry["summary"]
+    assert "prune: asked ratio 0.90; removed" in capsys.readouterr().out  # under the table
 
 
 @pytest.mark.parametrize(

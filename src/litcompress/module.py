@@ -22,7 +22,6 @@ from litcompress.checkpoint import (
 from litcompress.compat import rewrap_ddp
 from litcompress.errors import ConfigError
 
-
 # Checkpoint entry of the best validation accuracy so far (``val/acc_best``).
 BEST_KEY = "val_acc_best"
 

@@ -400,9 +400,21 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"\nspeed-up at batch 32: **{report['speedup_b32']:.2f}x**, at batch 1: "
         f"{report['speedup_b1']:.2f}x (CPU, {report['measured_on']['threads']} threads)"
     )
+    lines += [f"\n{line}" for line in technique_lines(report)]
     lines += [f"\n**Note:** {note}" for note in report["after"].get("notes", [])]
     lines += [f"\n{line}" for line in export_lines(report)]
     return "\n".join(lines)
+
+
+def technique_lines(report: dict[str, Any]) -> list[str]:
+    """One line per technique whose report entry has a ``summary`` (what was asked, what was
+    achieved)."""
+    lines = []
+    for name in report.get("compress") or []:
+        entry = report.get(name)
+        if isinstance(entry, dict) and entry.get("summary"):
+            lines.append(f"{name}: {entry['summary']}")
+    return lines
 
 
 def export_lines(report: dict[str, Any]) -> list[str]:
@@ -449,6 +461,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"speed-up at batch 32: {report['speedup_b32']:.2f}x, at batch 1: "
         f"{report['speedup_b1']:.2f}x (CPU, {report['measured_on']['threads']} threads)"
     )
+    for line in technique_lines(report):
+        console.print(line)
     for note in report["after"].get("notes", []):
         console.print(f"note: {note}")
     for line in export_lines(report):

@@ -233,8 +233,8 @@ def check_inputs(cfg: DictConfig) -> dict[str, Any] | None:
         or (min_run_time <= 0)
     ):
         raise ConfigError(
-            f"report.min_run_time_s={min_run_time!r} must be a positive number of seconds (the "
-            f"time each latency is measured for, e.g. 1.0); to skip measuring, report.enabled=false."
+            f"report.min_run_time_s={min_run_time!r} must be a positive number of seconds (how "
+            f"long each latency is measured, e.g. 1.0); to measure nothing, report.enabled=false."
         )
     check_optimized_metric(cfg.optimized_metric, cfg.report.enabled)
     check_formats(cfg.get("export") or [], "export")

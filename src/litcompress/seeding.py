@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 # Streams drawn from one (seed, epoch): independent generators for independent jobs.
 ORDER_STREAM = 0
 GLOBAL_STREAM = 1
+LOADER_STREAM = 2
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -44,15 +45,20 @@ class EpochSampler(Sampler[tuple[int, int]]):
     then depends on the run's seed, the epoch and the image alone, not on the order, the number
     of workers or what ran before. Lightning calls :meth:`set_epoch` at the start of every epoch;
     an iteration without it (under a distributed wrapper) moves to the next epoch by itself.
+
+    Give the DataLoader :attr:`generator`: it draws its workers' base seed from it instead of
+    from torch's global generator, which training (dropout) then finds as the epoch left it.
     """
 
     def __init__(self, size: int, seed: int = 0, epoch: int = 0) -> None:
         self.size = size
         self.seed = seed
-        self.epoch = epoch
+        self.generator = torch.Generator()
+        self.set_epoch(epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.generator.manual_seed(epoch_seed(self.seed, epoch, LOADER_STREAM))
 
     def __len__(self) -> int:
         return self.size
@@ -61,7 +67,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, ORDER_STREAM))
         order = torch.randperm(self.size, generator=generator).tolist()
         seeds = torch.randint(2**62, (self.size,), generator=generator).tolist()
-        self.epoch += 1
+        self.set_epoch(self.epoch + 1)
         return iter(zip(order, seeds, strict=True))
 
 
@@ -80,6 +86,12 @@ class SeededSamples(Dataset):
         if not isinstance(item, tuple):
             return self.dataset[item]
         index, seed = item
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        # The CPU generator alone, directly: torch.manual_seed and fork_rng also visit every
+        # device type and cost 60 times more (130 us against 2 us a sample).
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(seed)
+        try:
             return self.dataset[index]
+        finally:
+            generator.set_state(state)

@@ -502,6 +502,22 @@ class PruneCallback(CompressionCallback):
             f"{macs:,}",
             self.base_macs / macs,
         )
+        achieved = 1 - channels / self.base_channels if self.base_channels else None
+        last = self.steps_done == self.iterative_steps
+        # The trial before training ranked untrained weights: global ranking may differ now.
+        if (
+            last
+            and not self.speedup
+            and achieved is not None
+            and (achieved < self.ratio - _RATIO_TOLERANCE)
+        ):
+            log.warning(
+                "compress.prune.ratio=%s: the trained network was pruned %.1f%% (global ranking "
+                "of trained weights left whole layers the trial before training pruned); the "
+                "report states the ratio achieved.",
+                self.ratio,
+                100 * achieved,
+            )
         for logger in trainer.loggers:
             logger.log_metrics({"prune/params": params, "prune/macs": macs}, step=self.steps_done)
             if isinstance(logger, TensorBoardLogger):

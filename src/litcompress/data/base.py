@@ -96,6 +96,7 @@ class ClassificationData(L.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
+            generator=sampler.generator if sampler is not None else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
