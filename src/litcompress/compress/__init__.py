@@ -8,6 +8,13 @@ entries, deployment). Importing this package registers the built-in techniques' 
 from litcompress.compress.base import CompressionCallback
 from litcompress.compress.distill import DistillCallback
 from litcompress.compress.prune import PruneCallback
+from litcompress.compress.ptq import PTQCallback
 from litcompress.compress.qat import QATCallback
 
-__all__ = ["CompressionCallback", "DistillCallback", "PruneCallback", "QATCallback"]
+__all__ = [
+    "CompressionCallback",
+    "DistillCallback",
+    "PTQCallback",
+    "PruneCallback",
+    "QATCallback",
+]

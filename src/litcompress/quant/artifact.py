@@ -154,6 +154,30 @@ def deploy_int8(
     twin = cpu_twin(module.net, module.model_config, module.form)
     log.info("Converting the network to int8 (%s)", backend)
     int8 = convert(twin)
+    float_form = {k: v for k, v in module.form.items() if k != quantization_key}
+    return deliver_int8(
+        int8, module, data, output_dir, backend, float_form, evaluate, measure, min_run_time_s
+    )
+
+
+def deliver_int8(
+    int8: nn.Module,
+    module: L.LightningModule,
+    data: L.LightningDataModule,
+    output_dir: str | os.PathLike[str],
+    backend: str,
+    float_form: dict[str, Any],
+    evaluate: bool,
+    measure: bool,
+    min_run_time_s: float = 1.0,
+    method: str = "qat",
+) -> ModelStats | None:
+    """Save the int8 model ``int8`` of ``module``'s network, reload it and measure it.
+
+    ``float_form``: the form of the float network it was made from (measured beside it);
+    ``method``: how it was made (``qat``, ``ptq``), recorded in its metadata. Other arguments and
+    the result as for :func:`deploy_int8`.
+    """
     meta = {"model_config": module.model_config, **module.form}
     path = save_int8(int8, backend, Path(output_dir) / ARTIFACTS[backend], module.input_shape, meta)
     write_metadata(
@@ -166,6 +190,7 @@ def deploy_int8(
             inputs=module.checkpoint_extras.get("inputs"),
             data=module.checkpoint_extras.get("data"),
             backend=backend,
+            method=method,
         ),
     )
     log.info("Saved the int8 model to %s", path)
@@ -183,7 +208,6 @@ def deploy_int8(
             logger.log_metrics({"int8/test_acc": test_acc}, step=module.global_step)
     if not measure:
         return None
-    float_form = {k: v for k, v in module.form.items() if k != quantization_key}
     float_net = rebuild_network(module.model_config, float_form).eval()
     enable_int8_kernels()
     fp32_compiled = torch.compile(float_net, dynamic=False)

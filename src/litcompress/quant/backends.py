@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -64,6 +64,83 @@ def quiet_deprecations() -> Iterator[None]:
 def batch_dim() -> tuple[dict[int, Any]]:
     """``dynamic_shapes`` for ``torch.export`` of an image network: a dynamic batch dimension."""
     return ({0: torch.export.Dim("batch", min=1, max=65536)},)
+
+
+# Activation observers of post-training quantization: how calibration picks each range.
+OBSERVERS = ("histogram", "minmax")
+
+
+def _ptq_quantizer(observer: str, dynamic: bool, reduce_range: bool) -> Any:
+    """The x86 inductor quantizer for post-training int8: per-channel weights; activations static
+    (ranges from calibration, by ``observer``) or ``dynamic`` (ranges at run time: linear layers
+    only)."""
+    import dataclasses
+
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+    from torchao.quantization.pt2e.quantizer.utils import QuantizationConfig
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    config = get_default_x86_inductor_quantization_config(
+        is_qat=False, is_dynamic=dynamic, reduce_range=reduce_range
+    )
+    if observer == "minmax" and not dynamic:  # torchao's default is the histogram observer
+        activation = dataclasses.replace(
+            config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
+        )
+        config = QuantizationConfig(activation, activation, config.weight, config.bias, False)
+    return X86InductorQuantizer().set_global(config)
+
+
+def export_float(net: nn.Module, input_shape: Sequence[int], option: str) -> Any:
+    """``torch.export`` of ``net`` in evaluation mode with a dynamic batch, on its device.
+
+    Raises:
+        ConfigError: the network cannot be captured; the message names ``option``.
+    """
+    device = next(net.parameters()).device
+    example = (torch.randn(TRACE_BATCH, *input_shape, device=device),)
+    net.eval()
+    try:
+        with quiet_deprecations():
+            return torch.export.export(net, example, dynamic_shapes=batch_dim(), strict=True)
+    except Exception as error:
+        raise ConfigError(
+            f"torch.export cannot capture {type(net).__name__} for {option}: "
+            f"{type(error).__name__}: {_first_lines(error)} Make that module export-friendly."
+        ) from error
+
+
+def quantize_post_training(
+    net: nn.Module,
+    input_shape: Sequence[int],
+    batches: Iterable[torch.Tensor],
+    observer: str = "histogram",
+    dynamic: bool = False,
+    reduce_range: bool = False,
+) -> tuple[nn.Module, int]:
+    """Post-training int8 of the float ``net`` (torchao PT2E, x86 inductor quantizer).
+
+    The network is exported in evaluation mode (BatchNorm is folded into the convolutions),
+    observed on the calibration ``batches`` and converted. Returns the int8 model (on the CPU,
+    as ``net``) and the number of images it was calibrated on.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    exported = export_float(net, input_shape, "compress=ptq")
+    with quiet_deprecations():
+        prepared = prepare_pt2e(exported.module(), _ptq_quantizer(observer, dynamic, reduce_range))
+    images = 0
+    with torch.no_grad():
+        for x in batches:
+            prepared(x)
+            images += len(x)
+    with quiet_deprecations():
+        converted = convert_pt2e(prepared)
+    _drop_unused_tensors(converted)
+    return converted, images
 
 
 def _x86_quantizer(reduce_range: bool, is_qat: bool) -> Any:

@@ -1,0 +1,79 @@
+"""Post-training quantization (``compress=ptq``): a real int8 model from a trained network and a
+few calibration batches, no training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from litcompress.errors import ConfigError
+from litcompress.quant.artifact import is_int8_program, load_program
+from litcompress.quant.backends import quantize_post_training
+from litcompress.run import run
+from tests.conftest import FAST
+
+
+def input_scales(model: torch.fx.GraphModule) -> list[float]:
+    """The scales of the per-tensor activation quantizations of a converted int8 graph."""
+    return [
+        float(node.args[1])
+        for node in model.graph.nodes
+        if "quantize_per_tensor" in str(node.target) and "dequantize" not in str(node.target)
+    ]
+
+
+def test_calibration_sets_the_activation_ranges():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    scales = {}
+    for top in (1.0, 4.0):
+        batches = [top * torch.rand(8, 3, 8, 8) for _ in range(2)]
+        batches[0][0, 0, 0, 0] = top  # the largest input of each calibration set
+        int8, images = quantize_post_training(net, (3, 8, 8), batches, observer="minmax")
+        assert images == 16
+        scales[top] = input_scales(int8)
+        x = batches[1]
+        assert (int8(x) - net(x)).abs().max() < 0.1 * net(x).abs().max()  # close to fp32
+    # The input's range is [0, top]: an unsigned 8-bit scale of top / 255.
+    assert scales[1.0][0] == pytest.approx(1.0 / 255) and scales[4.0][0] == pytest.approx(4 / 255)
+
+
+@pytest.mark.slow
+def test_a_trained_checkpoint_becomes_int8_without_training(make_config, tmp_path, trained_resnet8):
+    run(
+        make_config(
+            *FAST,
+            f"init_from={trained_resnet8}",
+            "compress=ptq",
+            "compress.ptq.calibration_batches=3",
+            "trainer.max_epochs=0",
+            output_dir=tmp_path,
+        )
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["epochs"] == 0 and report["compress"] == ["ptq"]
+    assert report["ptq"]["calibration_images"] == 3 * 64  # data.batch_size of digits
+    assert report["after"]["int8_artifact"] == "model_int8.pt2"
+    assert is_int8_program(load_program(tmp_path / "model_int8.pt2"))
+    # Int8 from a few batches keeps the trained network's accuracy (ResNet-8, 2 test batches).
+    assert abs(report["after"]["test_acc"] - report["before"]["test_acc"]) <= 0.05
+    assert report["after"]["file_bytes"] < report["before"]["file_bytes"]
+    sidecar = json.loads((tmp_path / "model_int8.pt2.json").read_text())
+    assert sidecar["method"] == "ptq" and sidecar["precision"] == "int8"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["compress.ptq.calibration_batches=0"], r"calibration_batches=0 must be a whole number"),
+        (["compress.ptq.observer=percentile"], r"observer='percentile' is unknown"),
+        (["compress=[ptq,qat]"], r"compress=ptq and compress=qat both make the int8 model"),
+    ],
+)
+def test_bad_ptq_settings_are_refused_before_training(make_config, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        run(make_config(*FAST, "compress=ptq", *overrides, output_dir=tmp_path))
+    assert not list(tmp_path.glob("checkpoints/*.ckpt"))
