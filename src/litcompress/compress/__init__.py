@@ -10,6 +10,7 @@ from litcompress.compress.distill import DistillCallback
 from litcompress.compress.prune import PruneCallback
 from litcompress.compress.ptq import PTQCallback
 from litcompress.compress.qat import QATCallback
+from litcompress.compress.sparsity import SparsityCallback
 
 __all__ = [
     "CompressionCallback",
@@ -17,4 +18,5 @@ __all__ = [
     "PTQCallback",
     "PruneCallback",
     "QATCallback",
+    "SparsityCallback",
 ]

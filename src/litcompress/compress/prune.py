@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import functools
 import hashlib
 import logging
@@ -35,7 +34,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
-from litcompress.models import find_classifier
+from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
 from litcompress.report import count_macs, count_params
 
@@ -115,22 +114,6 @@ def replay_pruning_history(net: nn.Module, history: History, input_shape: Sequen
 
 def _normalise(history: Sequence[Sequence[Any]]) -> History:
     return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in history]
-
-
-def _resolve_layers(net: nn.Module, names: Sequence[str]) -> list[nn.Module]:
-    modules = dict(net.named_modules())
-    layers = []
-    for name in names:
-        if name not in modules:
-            close = difflib.get_close_matches(name, [n for n in modules if n], n=5)
-            hint = f" Close names: {', '.join(close)}." if close else ""
-            raise ConfigError(
-                f"compress.prune.ignored_layers names {name!r}, which is not a module of "
-                f"{type(net).__name__}.{hint} Use module names as in net.named_modules(), "
-                f"e.g. 'layer1.0.conv1'."
-            )
-        layers.append(modules[name])
-    return layers
 
 
 class PruneCallback(CompressionCallback):
@@ -308,7 +291,10 @@ class PruneCallback(CompressionCallback):
         self._input_shape = pl_module.input_shape
         _refuse_unbounded(net)
         head = find_classifier(net, self._input_shape)[1]
-        self._ignored = [head, *_resolve_layers(net, self.ignored_layers)]
+        self._ignored = [
+            head,
+            *resolve_layers(net, self.ignored_layers, "compress.prune.ignored_layers"),
+        ]
         max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
         if self.start_epoch is None:
             self._check_epochs(0 if pl_module.pretrained else max(max_epochs, 0) // 3)

@@ -9,13 +9,14 @@ from litcompress.models.cnn import SmallCNN
 from litcompress.models.mobilenet import mobilenet_v2
 from litcompress.models.resnet import CifarResNet
 from litcompress.models.tv import torchvision_classifier
-from litcompress.models.utils import find_classifier
+from litcompress.models.utils import find_classifier, resolve_layers
 from litcompress.models.vit import vit
 
 __all__ = [
     "CifarResNet",
     "SmallCNN",
     "find_classifier",
+    "resolve_layers",
     "mobilenet_v2",
     "torchvision_classifier",
     "vit",

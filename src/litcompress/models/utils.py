@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 import torch
@@ -51,6 +52,23 @@ def find_classifier(
             return ran[-1]
     linears = [(n, m) for n, m in layers if isinstance(m, nn.Linear)]
     return (linears or layers)[-1]
+
+
+def resolve_layers(net: nn.Module, names: Sequence[str], option: str) -> list[nn.Module]:
+    """The modules of ``net`` named ``names``; a name that is not one is refused, naming
+    ``option`` (e.g. ``compress.prune.ignored_layers``) and the closest module names."""
+    modules = dict(net.named_modules())
+    layers = []
+    for name in names:
+        if name not in modules:
+            close = difflib.get_close_matches(name, [n for n in modules if n], n=5)
+            hint = f" Close names: {', '.join(close)}." if close else ""
+            raise ConfigError(
+                f"{option} names {name!r}, which is not a module of {type(net).__name__}.{hint} "
+                f"Use module names as in net.named_modules(), e.g. 'layer1.0.conv1'."
+            )
+        layers.append(modules[name])
+    return layers
 
 
 def _recorder(ran: list, name: str):

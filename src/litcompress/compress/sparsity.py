@@ -1,0 +1,367 @@
+"""Unstructured magnitude sparsity on a schedule (TF-MOT's ``prune_low_magnitude``), through
+``torch.nn.utils.prune``.
+
+Individual weights of conv and linear layers are set to zero by magnitude, following TF-MOT's
+schedules: ``polynomial`` (from ``initial_sparsity`` to ``final_sparsity`` between ``begin_step``
+and ``end_step``, every ``frequency`` steps) or ``constant`` (``final_sparsity`` from
+``begin_step``). Masks are ``torch.nn.utils.prune`` reparametrisations (``weight = weight_orig *
+weight_mask``): the optimizer keeps updating ``weight_orig`` while the forward pass sees zeros,
+so pruned weights stay zero through every step; the masked layers are the technique's network
+form, so checkpoints resume and reload. At the end of the run the masks are made permanent.
+
+Sparsity gives no CPU speed-up by itself (dense kernels multiply the zeros): its value is size,
+once the weights are compressed on disk, and ``pattern=2:4`` (two of every four consecutive
+weights kept), which GPUs with sparse tensor cores (NVIDIA Ampere and later) accelerate.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zipfile
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from litcompress.compress.base import CompressionCallback
+from litcompress.errors import ConfigError
+from litcompress.models import find_classifier, resolve_layers
+from litcompress.module import ClassifierModule
+from litcompress.report import ModelStats
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("polynomial", "constant")
+PATTERNS = ("2:4",)
+
+
+def zipped_bytes(net: nn.Module) -> int:
+    """Size of ``net``'s state dict saved and zip-compressed (deflate), as TF-MOT measures it."""
+    raw = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, raw)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("state_dict.pt", raw.getvalue())
+    return packed.tell()
+
+
+def _masked(module: nn.Module) -> bool:
+    return hasattr(module, "weight_mask")
+
+
+def _effective_weight(module: nn.Module) -> torch.Tensor:
+    return module.weight_orig * module.weight_mask if _masked(module) else module.weight
+
+
+def _magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep the largest ``1 - sparsity`` of ``|weight|`` (zeros already there go first)."""
+    zeros = round(sparsity * weight.numel())
+    mask = torch.ones_like(weight)
+    if zeros:
+        order = weight.abs().flatten().argsort()
+        mask.view(-1)[order[:zeros]] = 0
+    return mask
+
+
+def _two_of_four_mask(weight: torch.Tensor) -> torch.Tensor:
+    """Keep the two largest of every four consecutive weights along the input dimension."""
+    flat = weight.detach().reshape(weight.shape[0], -1)
+    groups = flat.reshape(flat.shape[0], -1, 4).abs()
+    keep = groups.topk(2, dim=-1).indices
+    mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0)
+    return mask.reshape(weight.shape)
+
+
+class SparsityCallback(CompressionCallback):
+    """``compress=sparsity``: unstructured magnitude sparsity on a TF-MOT schedule.
+
+    Args:
+        final_sparsity: fraction of the weights that are zero at the end, in [0, 1).
+        initial_sparsity: (polynomial) fraction zero at ``begin_step``.
+        schedule: ``polynomial`` (TF-MOT's ``PolynomialDecay``) or ``constant``
+            (``ConstantSparsity``).
+        begin_step: optimizer step of the first mask update.
+        end_step: (polynomial) step at which ``final_sparsity`` is reached; ``None``: two thirds of
+            the run's steps (the rest fine-tunes at the final sparsity).
+        frequency: steps between mask updates.
+        power: exponent of the polynomial schedule (3, as TF-MOT).
+        scope: ``layer`` (each layer at the schedule's sparsity) or ``global`` (one magnitude
+            threshold over all layers: wide layers lose more).
+        ignored_layers: module names kept dense (the classifier head always is).
+        pattern: ``2:4`` (two of every four consecutive weights kept: 50%, for GPUs that
+            accelerate it) or ``None``.
+    """
+
+    name = "sparsity"
+    order = 20  # after structural pruning (the masks follow the pruned shapes), before int8
+    form_key = "sparsity"
+
+    def __init__(
+        self,
+        final_sparsity: float = 0.75,
+        initial_sparsity: float = 0.0,
+        schedule: str = "polynomial",
+        begin_step: int = 0,
+        end_step: int | None = None,
+        frequency: int = 100,
+        power: float = 3.0,
+        scope: str = "layer",
+        ignored_layers: Sequence[str] = (),
+        pattern: str | None = None,
+    ) -> None:
+        for option, value in (
+            ("final_sparsity", final_sparsity),
+            ("initial_sparsity", initial_sparsity),
+        ):
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(
+                    f"compress.sparsity.{option}={value} must be in [0, 1): the fraction of the "
+                    f"weights set to zero, e.g. 0.75."
+                )
+        if initial_sparsity > final_sparsity:
+            raise ConfigError(
+                f"compress.sparsity.initial_sparsity={initial_sparsity} is above final_sparsity="
+                f"{final_sparsity}: sparsity only grows. Lower initial_sparsity."
+            )
+        if schedule not in SCHEDULES:
+            raise ConfigError(
+                f"compress.sparsity.schedule={schedule!r} is unknown; choose one of "
+                f"{', '.join(SCHEDULES)}."
+            )
+        if scope not in ("layer", "global"):
+            raise ConfigError(
+                f"compress.sparsity.scope={scope!r} is unknown; choose layer or global."
+            )
+        if pattern is not None and str(pattern) not in PATTERNS:
+            raise ConfigError(
+                f"compress.sparsity.pattern={pattern!r} is not supported; use 2:4 (two of every "
+                f"four consecutive weights kept) or null."
+            )
+        if begin_step < 0 or frequency < 1:
+            raise ConfigError(
+                f"compress.sparsity.begin_step={begin_step} must be >= 0 and frequency="
+                f"{frequency} >= 1."
+            )
+        if end_step is not None and end_step < begin_step:
+            raise ConfigError(
+                f"compress.sparsity.end_step={end_step} is before begin_step={begin_step}: the "
+                f"schedule would end before it starts. Set end_step > begin_step."
+            )
+        self.final_sparsity = 0.5 if pattern else final_sparsity
+        self.initial_sparsity = initial_sparsity
+        self.schedule = schedule
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.frequency = frequency
+        self.power = power
+        self.scope = scope
+        self.ignored_layers = list(ignored_layers)
+        self.pattern = str(pattern) if pattern else None
+        self.current: float = 0.0  # the sparsity the masks have now (restored on resume)
+        self.dense_zip_bytes: int | None = None
+        self.final: dict[str, Any] | None = None
+
+    # -- the form: which layers carry masks -------------------------------------------------------
+    @classmethod
+    def form_reachable(cls, done: Any, wanted: Any) -> bool:
+        return set(done or []) <= set(wanted or [])
+
+    @classmethod
+    def restore_form(
+        cls, net: nn.Module, done: Any, wanted: list[str], input_shape: Sequence[int]
+    ) -> nn.Module:
+        modules = dict(net.named_modules())
+        for name in wanted:
+            if not _masked(modules[name]):
+                prune.identity(modules[name], "weight")  # the checkpoint's mask is loaded into it
+        return net
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"current": self.current, "dense_zip_bytes": self.dense_zip_bytes}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.current = state_dict["current"]
+        self.dense_zip_bytes = state_dict["dense_zip_bytes"]
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: ClassifierModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        net = pl_module.net
+        head = find_classifier(net, pl_module.input_shape)[1]
+        ignored = {
+            id(m)
+            for m in [
+                head,
+                *resolve_layers(net, self.ignored_layers, "compress.sparsity.ignored_layers"),
+            ]
+        }
+        names = {id(m): n for n, m in net.named_modules()}
+        self._layers = [
+            names[id(m)]
+            for m in net.modules()
+            if isinstance(m, nn.Conv2d | nn.Linear) and id(m) not in ignored
+        ]
+        if self.pattern:
+            odd = [n for n in self._layers if _inputs_per_output(net, n) % 4]
+            if odd:
+                raise ConfigError(
+                    f"compress.sparsity.pattern=2:4 needs layers with a multiple of 4 weights per "
+                    f"output; {', '.join(odd[:4])} have not: add them to "
+                    f"compress.sparsity.ignored_layers."
+                )
+        if self.end_step is None:
+            total = int(trainer.estimated_stepping_batches)
+            self.end_step = max(self.begin_step, 2 * total // 3)
+        self._check_after_structural_changes(trainer)
+        for callback in trainer.callbacks:
+            if isinstance(callback, CompressionCallback) and callback.form_needs_deploy:
+                raise ConfigError(
+                    f"compress=[sparsity,{callback.name}] (sparsity-preserving quantization-aware "
+                    f"training) is not supported yet: the fake-quantized graph would not keep the "
+                    f"masks. Use compress=[sparsity,ptq] (the zeros stay zero in int8), or run "
+                    f"compress={callback.name} on the sparse run's checkpoint."
+                )
+        if not trainer.ckpt_path and self.dense_zip_bytes is None:
+            self.dense_zip_bytes = zipped_bytes(net)
+
+    def _check_after_structural_changes(self, trainer: L.Trainer) -> None:
+        for callback in trainer.callbacks:
+            if not isinstance(callback, CompressionCallback) or callback.order >= self.order:
+                continue
+            last = callback.last_form_change_epoch()
+            if last is not None and last > 0:
+                raise ConfigError(
+                    f"compress.sparsity masks weights from the first epoch, but compress."
+                    f"{callback.name} changes the network's shape at epoch {last}: run them one "
+                    f"after the other (compress={callback.name} first, then init_from its "
+                    f"checkpoint with compress=sparsity), or start {callback.name} at epoch 0."
+                )
+
+    def target(self, step: int) -> float:
+        """The sparsity the schedule asks for at optimizer step ``step``."""
+        if step < self.begin_step:
+            return 0.0
+        if self.schedule == "constant" or self.pattern:
+            return self.final_sparsity
+        span = max(self.end_step - self.begin_step, 1)
+        progress = min((step - self.begin_step) / span, 1.0)
+        return (
+            self.final_sparsity
+            + (self.initial_sparsity - self.final_sparsity) * (1 - progress) ** self.power
+        )
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: ClassifierModule, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step < self.begin_step or (step - self.begin_step) % self.frequency:
+            return
+        wanted = self.target(step)
+        if wanted <= self.current and self.current:
+            return
+        self.update_masks(pl_module, wanted)
+        if wanted >= self.final_sparsity:
+            # The network the run delivers has this sparsity: earlier, denser checkpoints no
+            # longer compete for "best" (they move to checkpoints/before_sparsity/).
+            self.network_changed(trainer, pl_module)
+
+    @torch.no_grad()
+    def update_masks(self, pl_module: ClassifierModule, sparsity: float) -> None:
+        """Mask the smallest weights so that ``sparsity`` of them are zero (zeros stay zero)."""
+        modules = dict(pl_module.net.named_modules())
+        layers = [modules[name] for name in self._layers]
+        if self.pattern:
+            masks = [_two_of_four_mask(_effective_weight(m)) for m in layers]
+        elif self.scope == "global":
+            weights = torch.cat([_effective_weight(m).abs().flatten() for m in layers])
+            zeros = round(sparsity * weights.numel())
+            threshold = weights.kthvalue(zeros).values if zeros else weights.min() - 1
+            masks = []
+            for m in layers:
+                mask = (_effective_weight(m).abs() > threshold).float()
+                masks.append(mask)
+        else:
+            masks = [_magnitude_mask(_effective_weight(m), sparsity) for m in layers]
+        for name, module, mask in zip(self._layers, layers, masks, strict=True):
+            if _masked(module):
+                module.weight_mask.copy_(module.weight_mask * mask)
+            else:
+                prune.custom_from_mask(module, "weight", mask)
+            pl_module.form.setdefault(self.form_key, [])
+            if name not in pl_module.form[self.form_key]:
+                pl_module.form[self.form_key].append(name)
+        self.current = sparsity
+        log.info(
+            "Sparsity %.1f%% at step %d", 100 * self.overall(pl_module.net), pl_module.global_step
+        )
+
+    def overall(self, net: nn.Module) -> float:
+        modules = dict(net.named_modules())
+        zeros = sum(int((_effective_weight(modules[n]) == 0).sum()) for n in self._layers)
+        total = sum(_effective_weight(modules[n]).numel() for n in self._layers)
+        return zeros / total if total else 0.0
+
+    # -- the run's end ----------------------------------------------------------------------------
+    def deploy(
+        self,
+        module: ClassifierModule,
+        data: L.LightningDataModule,
+        output_dir: str | os.PathLike[str],
+        evaluate: bool,
+        measure: bool,
+        min_run_time_s: float = 1.0,
+    ) -> ModelStats | None:
+        """Make the masks permanent (plain weights with zeros) and record what was achieved; the
+        network is then measured and delivered like any other."""
+        net = module.net
+        modules = dict(net.named_modules())
+        per_layer = {}
+        for name in module.form.pop(self.form_key, []):
+            layer = modules[name]
+            if _masked(layer):
+                prune.remove(layer, "weight")
+            per_layer[name] = float((layer.weight == 0).float().mean())
+        zeros = sum(int((modules[n].weight == 0).sum()) for n in per_layer)
+        total = sum(modules[n].weight.numel() for n in per_layer)
+        self.final = {
+            "per_layer": per_layer,
+            "overall": zeros / total if total else 0.0,
+            "zip_bytes": zipped_bytes(net),
+        }
+        return None
+
+    def report_entries(self) -> dict[str, Any]:
+        """What this technique adds to report.json: the sparsity achieved and the zipped size."""
+        entry: dict[str, Any] = {
+            "schedule": self.schedule,
+            "scope": self.scope,
+            "pattern": self.pattern,
+            "final_sparsity": self.final_sparsity,
+            "dense_zip_bytes": self.dense_zip_bytes,
+        }
+        if self.final:
+            entry.update(
+                achieved_sparsity=self.final["overall"],
+                per_layer=self.final["per_layer"],
+                zip_bytes=self.final["zip_bytes"],
+            )
+            ratio = self.final["zip_bytes"] / self.dense_zip_bytes if self.dense_zip_bytes else None
+            entry["summary"] = (
+                f"asked {self.final_sparsity:.0%} zero weights, achieved "
+                f"{self.final['overall']:.1%} over {len(self.final['per_layer'])} layers; "
+                f"zip-compressed weights {self.final['zip_bytes']:,} bytes against "
+                f"{self.dense_zip_bytes:,} dense ({ratio:.2f}x). No CPU speed-up by itself: "
+                f"dense kernels multiply the zeros."
+            )
+        return {"sparsity": entry}
+
+
+def _inputs_per_output(net: nn.Module, name: str) -> int:
+    weight = dict(net.named_modules())[name].weight
+    return weight[0].numel()
