@@ -291,10 +291,10 @@ class PruneCallback(CompressionCallback):
         self._input_shape = pl_module.input_shape
         _refuse_unbounded(net)
         head = find_classifier(net, self._input_shape)[1]
-        self._ignored = [
-            head,
-            *resolve_layers(net, self.ignored_layers, "compress.prune.ignored_layers"),
-        ]
+        resolve_layers(net, self.ignored_layers, "compress.prune.ignored_layers")  # names exist
+        names = {id(m): name for name, m in net.named_modules()}
+        # By name: trial prunes of a copy ignore the copy's layers.
+        self._ignored = [names[id(head)], *self.ignored_layers]
         max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
         if self.start_epoch is None:
             self._check_epochs(0 if pl_module.pretrained else max(max_epochs, 0) // 3)
@@ -314,8 +314,7 @@ class PruneCallback(CompressionCallback):
         if self.base_macs is None:
             self.base_macs = count_macs(net, self._input_shape)
         steps_now = self.schedule[0] == 0 and self.sparsity_reg == 0
-        self.prunable = prunable_layers(net, self._ignored, self._input_shape)
-        self.base_channels = _channels(net, self.prunable)
+        self.prunable, self.base_channels = [], None  # found by the first pruner (_pruner)
         # Large networks take a while to trace (minutes for a full-size Swin): say what happens.
         log.info(
             "Tracing %s (%d modules) for torch-pruning%s",
@@ -371,13 +370,15 @@ class PruneCallback(CompressionCallback):
         steps: int = 1,
         importance: str | None = None,
     ):
+        modules = dict(net.named_modules())
+        ignored = [modules[name] for name in self._ignored]
         kwargs = dict(
             importance=IMPORTANCES[importance or self.importance](),
             pruning_ratio=ratio,
             global_pruning=self.global_pruning,
             round_to=self.round_to,
             max_pruning_ratio=self.max_layer_ratio,
-            ignored_layers=self._ignored,
+            ignored_layers=ignored,
             iterative_steps=steps,
             **graph_options(net),
         )
@@ -396,6 +397,12 @@ class PruneCallback(CompressionCallback):
                 net, error, "cannot build the dependency graph of"
             ) from error
         net.train(training)  # building the graph switches to eval() and never back
+        if self.base_channels is None:  # the network as it enters, before the first step
+            try:
+                self.prunable = prunable_layers(pruner.DG, net, ignored)
+            except Exception as error:
+                raise torch_pruning_failure(net, error, "cannot group the layers of") from error
+            self.base_channels = _channels(net, self.prunable)
         return pruner
 
     def _step_ratio(self, done: int) -> float:
@@ -741,11 +748,11 @@ def _widths(net: nn.Module) -> dict[str, int]:
 
 
 def prunable_layers(
-    net: nn.Module, ignored: Sequence[nn.Module], input_shape: Sequence[int]
+    graph: tp.DependencyGraph, net: nn.Module, ignored: Sequence[nn.Module]
 ) -> list[str]:
-    """Names of the conv and linear layers whose output channels torch-pruning may remove
-    (wider than one channel, not ``ignored`` and not tied to an ignored layer)."""
-    graph = dependency_graph(net, input_shape)
+    """Names of the conv and linear layers of ``net`` whose output channels torch-pruning may
+    remove (wider than one channel, not ``ignored`` and not tied to an ignored layer), from its
+    dependency ``graph``."""
     names = {id(m): name for name, m in net.named_modules()}
     found: dict[str, None] = {}
     with _quiet_unwrapped_parameters():
