@@ -19,4 +19,8 @@ class KillAt(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
+            if self.signal == "SIGINT":
+                # As Ctrl+C in a terminal: a process started by a test worker may inherit SIGINT
+                # ignored, which Python then leaves ignored.
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             os.kill(os.getpid(), getattr(signal, self.signal))

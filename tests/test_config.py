@@ -35,7 +35,7 @@ def test_every_group_has_its_options():
     assert options("scheduler") == ["cosine", "multistep", "none", "onecycle"]
     assert options("trainer") == ["cpu", "ddp", "debug", "default", "gpu"]
     assert options("logger") == ["csv", "none", "tensorboard"]
-    assert options("compress") == ["distill", "none", "prune", "qat"]
+    assert options("compress") == ["distill", "none", "prune", "ptq", "qat", "sparsity"]
 
 
 @pytest.fixture

@@ -465,17 +465,23 @@ COVERAGE = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(COVERAGE))
 def test_every_model_prunes_at_small_input_size(make_config, tmp_path, name):
-    report = train(
-        make_config,
-        *COVERAGE[name],
-        *TINY_SHAPES,
-        "compress.prune.start_epoch=0",
-        "report.enabled=true",
-        output_dir=tmp_path,
+    # Pruning is checked, not timing: the report's latencies of a full-size torchvision network
+    # at batch 32 take longer than the rest (report.enabled=false; the technique's own record).
+    run(
+        make_config(
+            *PRUNE,
+            *COVERAGE[name],
+            *TINY_SHAPES,
+            "compress.prune.start_epoch=0",
+            "report.enabled=false",
+            output_dir=tmp_path,
+        )
     )
-    assert report["after"]["macs"] < report["before"]["macs"] * 0.6, report["prune"]
-    assert report["after"]["params"] < report["before"]["params"] * 0.6
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    state = read_checkpoint(ckpt)["callbacks"]["PruneCallback"]
+    last = state["steps"][-1]
+    assert last["macs"] < state["base_macs"] * 0.6, state
+    assert 1 - last["channels"] / state["base_channels"] >= 0.45  # the ratio asked for: 0.5
     net = load_network(ckpt)
-    assert sum(p.numel() for p in net.parameters()) == report["after"]["params"]
+    assert sum(p.numel() for p in net.parameters()) == last["params"]
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)

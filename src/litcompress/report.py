@@ -160,7 +160,9 @@ def measure_size(
 
 
 # Rounds of the paired timing; the spread of their ratios says how far the speed-up can be trusted.
+# Fewer (down to MIN_ROUNDS) when single calls of the two models already outlast min_run_time_s.
 PAIRED_ROUNDS = 15
+MIN_ROUNDS = 5
 # A speed-up whose rounds spread wider than this (interquartile range / median) is flagged.
 TRUSTED_SPREAD = 0.20
 
@@ -180,7 +182,9 @@ def paired_latency_ms(
     threads), so that a machine that gets busier or quieter (or a process that warms up) moves
     both alike. Returns ``first_ms``, ``second_ms`` (medians over the rounds), ``ratio``
     (``first_ms / second_ms``) and ``spread`` (interquartile range over median of the rounds'
-    own ratios).
+    own ratios) and ``rounds``: ``rounds`` unless one call of each model together outlasts
+    ``min_run_time_s / rounds`` (large networks at batch 32), then as many as fit, at least
+    :data:`MIN_ROUNDS`.
     """
     x = torch.randn(batch_size, *input_shape)
     timers = [
@@ -191,6 +195,7 @@ def paired_latency_ms(
         first(x), second(x)  # compile (for compiled models) and warm up
         # Calls per block, so that all rounds of both take about min_run_time_s.
         once = [max(t.timeit(1).median, 1e-6) for t in timers]
+        rounds = max(MIN_ROUNDS, min(rounds, int(min_run_time_s / sum(once))))
         numbers = [max(1, int(min_run_time_s / (2 * rounds * s))) for s in once]
         times: list[list[float]] = [[], []]
         for _ in range(rounds):
@@ -204,6 +209,7 @@ def paired_latency_ms(
         "second_ms": second_ms,
         "ratio": first_ms / second_ms,
         "spread": (q3 - q1) / median,
+        "rounds": rounds,
     }
 
 
@@ -219,16 +225,17 @@ def time_side_by_side(
     Returns the report's ``timing`` entry: rounds, the spread of each speed-up and, when a spread
     is too wide to trust the ratio, a note (also added to ``after``'s notes).
     """
-    timing: dict[str, Any] = {"method": "paired", "rounds": PAIRED_ROUNDS}
+    timing: dict[str, Any] = {"method": "paired"}
     for batch in (1, 32):
         result = paired_latency_ms(before_net, after.model, input_shape, batch, min_run_time_s)
         setattr(before, f"latency_ms_b{batch}", result["first_ms"])
         setattr(after, f"latency_ms_b{batch}", result["second_ms"])
         timing[f"spread_b{batch}"] = result["spread"]
+        timing[f"rounds_b{batch}"] = result["rounds"]
         if result["spread"] > TRUSTED_SPREAD:
             note = (
                 f"The speed-up at batch {batch} ({result['ratio']:.2f}x) is not reliable: its "
-                f"{PAIRED_ROUNDS} paired rounds spread by {result['spread']:.0%} (interquartile "
+                f"{result['rounds']} paired rounds spread by {result['spread']:.0%} (interquartile "
                 f"range over median). The machine was busy; measure again on an idle one "
                 f"(litcompress evaluate, or a longer report.min_run_time_s)."
             )
