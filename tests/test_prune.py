@@ -322,6 +322,8 @@ def test_tensorboard_shows_pruning_steps_and_channels(make_config, tmp_path):
     events.Reload()
     assert {"prune/params", "prune/macs"} <= set(events.Tags()["scalars"])
     assert "prune/channels/text_summary" in events.Tags()["tensors"]
+    (picture,) = events.Images("prune/channels_kept")  # one bar chart per pruning step
+    assert picture.step == 1 and picture.width > 100 and picture.height > 100
 
 
 def test_a_network_torch_pruning_cannot_handle_fails_before_training(make_config, tmp_path):

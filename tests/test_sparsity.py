@@ -8,6 +8,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from litcompress.checkpoint import load_network, read_checkpoint
@@ -76,6 +77,10 @@ def test_pruned_then_sparse_weights_stay_zero_and_shrink_the_zipped_file(make_co
     zeros = [float((w == 0).float().mean()) for n, w in weights(net).items() if n != "fc"]
     assert min(zeros) >= 0.73
     assert (tmp_path / "checkpoints" / "before_sparsity").is_dir()  # denser "best" moved apart
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert len(events.Images("sparsity/per_layer")) == 1  # once, when final sparsity is reached
+    assert len(events.Images("prune/channels_kept")) == 1
 
 
 def test_two_of_four_and_global_masks(make_config, tmp_path):

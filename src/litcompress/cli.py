@@ -1,4 +1,5 @@
-"""The ``litcompress`` command: export, predict and evaluate what a run delivered.
+"""The ``litcompress`` command: export, predict and evaluate what a run delivered, and analyse
+how much each of its layers tolerates pruning (``sensitivity``).
 
 ``train.py`` trains; this command deploys. Its subcommands take Lightning CLI's names where they
 fit (``predict``) and Hydra overrides where a data set is needed (``data=shapes``,
@@ -107,6 +108,31 @@ def parser() -> argparse.ArgumentParser:
         "--min-run-time", type=float, default=1.0, help="seconds of timing per batch size"
     )
     _threads(ev)
+
+    sens = commands.add_parser(
+        "sensitivity",
+        help="how much accuracy each layer loses when pruned alone (a long job)",
+        description="Prune each group of coupled layers of a run's network alone at a range of "
+        "ratios, without fine-tuning, and measure validation accuracy: a CSV, a plot (PNG and "
+        "TensorBoard) and the per-layer ratios that keep accuracy within --budget, as a file "
+        "compress.prune.layer_ratios takes.",
+    )
+    sens.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run folder or a .ckpt file")
+    _data_overrides(sens, "the data (default: the data the run trained on), e.g. data=shapes")
+    sens.add_argument(
+        "--ratios",
+        default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+        help="comma-separated pruning ratios to try (default: 0.1 to 0.9)",
+    )
+    sens.add_argument(
+        "--budget", type=float, default=0.01, help="accuracy each layer may lose (default 0.01)"
+    )
+    sens.add_argument(
+        "--max-batches", type=int, help="validation batches per measurement (default: all)"
+    )
+    sens.add_argument("--importance", default="l2", help="channel ranking (as compress.prune)")
+    sens.add_argument("--output", help="output folder (default: <run>/sensitivity)")
+    _threads(sens)
     return main
 
 
@@ -248,7 +274,68 @@ def _print_figures(figures: dict[str, Any]) -> None:
     print(f"  {describe_cpu()}")
 
 
-COMMANDS = {"export": run_export, "predict": run_predict, "evaluate": run_evaluate}
+def run_sensitivity(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+    from torch.utils.tensorboard import SummaryWriter
+
+    from litcompress.checkpoint import CHECKPOINT_KEY, build_network, read_checkpoint
+    from litcompress.compress.prune import IMPORTANCES
+    from litcompress.sensitivity import analyse
+
+    try:
+        ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
+    except ValueError:
+        raise ConfigError(f"--ratios {args.ratios}: give fractions, e.g. 0.2,0.5,0.8.") from None
+    if not 0 <= args.budget <= 1:
+        raise ConfigError(f"--budget {args.budget} must be an accuracy drop in [0, 1], e.g. 0.01.")
+    if args.max_batches is not None and args.max_batches < 1:
+        raise ConfigError(f"--max-batches {args.max_batches} must be at least 1.")
+    if args.importance not in IMPORTANCES or args.importance == "taylor":
+        choices = ", ".join(k for k in IMPORTANCES if k != "taylor")
+        raise ConfigError(f"--importance {args.importance!r}: choose one of {choices}.")
+    checkpoint_path, run_dir, _ = resolve_source(args.source)
+    checkpoint = read_checkpoint(checkpoint_path)
+    record = checkpoint[CHECKPOINT_KEY]
+    if record.get("quantization"):
+        raise ConfigError(
+            f"{checkpoint_path} is fake-quantized (compress=qat): analyse the float network, "
+            f"e.g. the checkpoint of the run it started from."
+        )
+    net = build_network(checkpoint).eval()
+    data = load_data(data_config(record.get("data"), args.overrides, str(checkpoint_path)))
+    output = Path(args.output) if args.output else run_dir / "sensitivity"
+    with Progress() as progress:
+        result = analyse(
+            net,
+            data.val_dataloader(),
+            data.num_classes,
+            data.input_shape,
+            ratios,
+            args.max_batches,
+            args.importance,
+            progress,
+        )
+    paths = result.write(output, args.budget)
+    with SummaryWriter(str(output / "tensorboard")) as writer:
+        writer.add_figure("sensitivity/curves", result.figure(), 0)
+    suggested = result.suggest(args.budget)
+    print(f"validation accuracy before pruning: {result.baseline:.4f}")
+    for group, ratio in suggested.items():
+        print(f"  {group}: up to {ratio:.2f} within {args.budget} of it")
+    print(f"{paths['csv']}\n{paths['png']}\n{paths['layer_ratios']}")
+    print(
+        f"prune by them: python train.py init_from={checkpoint_path} compress=prune "
+        f"compress.prune.ratio=0 compress.prune.layer_ratios={paths['layer_ratios']}"
+    )
+    return 0
+
+
+COMMANDS = {
+    "export": run_export,
+    "predict": run_predict,
+    "evaluate": run_evaluate,
+    "sensitivity": run_sensitivity,
+}
 
 
 if __name__ == "__main__":

@@ -21,11 +21,13 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch_pruning as tp
+import yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
@@ -36,6 +38,7 @@ from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
+from litcompress.pictures import layer_bars, log_figure
 from litcompress.report import count_macs, count_params
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,7 @@ def after_pruning(net: nn.Module) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_unwrapped_parameters():
+def quiet_unwrapped_parameters():
     # Bare parameters (ViT embeddings, ConvNeXt layer scales) are pruned along their last
     # non-singleton dim, which is right for every built-in model: no need to warn each time.
     with warnings.catch_warnings():
@@ -95,7 +98,7 @@ def dependency_graph(net: nn.Module, input_shape: Sequence[int]) -> tp.Dependenc
     """torch-pruning's dependency graph of ``net``; keeps ``net``'s training mode."""
     training = net.training
     device = next(net.parameters()).device
-    with _quiet_unwrapped_parameters():
+    with quiet_unwrapped_parameters():
         graph = tp.DependencyGraph().build_dependency(
             net, example_inputs=torch.zeros(1, *input_shape, device=device)
         )
@@ -144,6 +147,9 @@ class PruneCallback(CompressionCallback):
         sparsity_reg: > 0 trains with torch-pruning's group-norm sparsity regulariser of this
             strength until the last step (needs ``start_epoch`` >= 1); 0 disables it.
         taylor_batches: training batches whose gradients rank channels for ``importance=taylor``.
+        layer_ratios: per-layer ratios (module name -> ratio), or the path of a YAML file of them
+            (``litcompress sensitivity`` writes one); a layer prunes with everything coupled to
+            it, the others by ``ratio``.
     """
 
     name = "prune"
@@ -164,6 +170,7 @@ class PruneCallback(CompressionCallback):
         end_epoch: int | None = None,
         sparsity_reg: float = 0.0,
         taylor_batches: int = 4,
+        layer_ratios: dict[str, float] | str | None = None,
     ) -> None:
         if not 0.0 <= ratio < 1.0:
             raise ConfigError(
@@ -179,6 +186,15 @@ class PruneCallback(CompressionCallback):
             raise ConfigError(
                 f"compress.prune.importance={importance!r} is unknown; choose one of "
                 f"{', '.join(IMPORTANCES)}."
+            )
+        layer_ratios = _read_layer_ratios(layer_ratios)
+        for name, value in layer_ratios.items():
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"compress.prune.layer_ratios.{name}={value} must be in [0, 1).")
+        if layer_ratios and (speedup is not None or global_pruning):
+            raise ConfigError(
+                "compress.prune.layer_ratios sets each layer's ratio itself: it does not combine "
+                "with speedup or global_pruning=true (set those to null/false)."
             )
         if round_to is not None and (isinstance(round_to, bool) or round_to < 1):
             raise ConfigError(
@@ -215,6 +231,7 @@ class PruneCallback(CompressionCallback):
         self.ignored_layers = list(ignored_layers)
         self.sparsity_reg = sparsity_reg
         self.taylor_batches = taylor_batches
+        self.layer_ratios = layer_ratios
         # Restored from checkpoints: steps done and the size after each (for the report).
         self.steps_done = 0
         self.base_macs: int | None = None
@@ -292,6 +309,7 @@ class PruneCallback(CompressionCallback):
         _refuse_unbounded(net)
         head = find_classifier(net, self._input_shape)[1]
         resolve_layers(net, self.ignored_layers, "compress.prune.ignored_layers")  # names exist
+        resolve_layers(net, list(self.layer_ratios), "compress.prune.layer_ratios")
         names = {id(m): name for name, m in net.named_modules()}
         # By name: trial prunes of a copy ignore the copy's layers.
         self._ignored = [names[id(head)], *self.ignored_layers]
@@ -369,9 +387,11 @@ class PruneCallback(CompressionCallback):
         regularise: bool = False,
         steps: int = 1,
         importance: str | None = None,
+        layers: dict[str, float] | None = None,
     ):
         modules = dict(net.named_modules())
         ignored = [modules[name] for name in self._ignored]
+        ratios = {modules[name]: ratio for name, ratio in (layers or {}).items()}
         kwargs = dict(
             importance=IMPORTANCES[importance or self.importance](),
             pruning_ratio=ratio,
@@ -380,12 +400,13 @@ class PruneCallback(CompressionCallback):
             max_pruning_ratio=self.max_layer_ratio,
             ignored_layers=ignored,
             iterative_steps=steps,
+            **({"pruning_ratio_dict": ratios} if ratios else {}),
             **graph_options(net),
         )
         example = torch.zeros(1, *self._input_shape, device=next(net.parameters()).device)
         training = net.training
         try:
-            with _quiet_unwrapped_parameters():
+            with quiet_unwrapped_parameters():
                 if regularise:
                     pruner = tp.pruner.GroupNormPruner(
                         net, example, reg=self.sparsity_reg, **kwargs
@@ -405,11 +426,12 @@ class PruneCallback(CompressionCallback):
             self.base_channels = _channels(net, self.prunable)
         return pruner
 
-    def _step_ratio(self, done: int) -> float:
+    def _step_ratio(self, done: int, ratio: float | None = None) -> float:
         """Ratio of the channels left after ``done`` steps to remove in the next one, so that
-        step k reaches k/n of ``ratio``."""
+        step k reaches k/n of ``ratio`` (default: the ``ratio`` option)."""
+        ratio = self.ratio if ratio is None else ratio
         k, n = done + 1, self.iterative_steps
-        done, target = self.ratio * (k - 1) / n, self.ratio * k / n
+        done, target = ratio * (k - 1) / n, ratio * k / n
         return 1.0 - (1.0 - target) / (1.0 - done)
 
     def _prune(
@@ -435,14 +457,15 @@ class PruneCallback(CompressionCallback):
             for _ in range(_CAPPED_STEPS):
                 run(pruner)
         else:
-            pruner = self._pruner(net, self._step_ratio(done), importance=importance)
+            layers = {name: self._step_ratio(done, r) for name, r in self.layer_ratios.items()}
+            pruner = self._pruner(net, self._step_ratio(done), importance=importance, layers=layers)
             run(pruner)
         return _normalise(pruner.DG.pruning_history())
 
     def _run(self, pruner: tp.pruner.BasePruner, trainer: L.Trainer, pl_module: ClassifierModule):
         if self.importance == "taylor":
             self._accumulate_gradients(trainer, pl_module)
-        _prune_step(pruner, pl_module.net)
+        prune_step(pruner, pl_module.net)
         pl_module.net.zero_grad(set_to_none=True)
 
     def _accumulate_gradients(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
@@ -517,6 +540,17 @@ class PruneCallback(CompressionCallback):
                 logger.experiment.add_text(
                     "prune/channels", _width_table(before, _widths(net)), self.steps_done
                 )
+        if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+            after = _widths(net)
+            figure = layer_bars(
+                list(after),
+                list(after.values()),
+                f"Channels kept per layer after pruning step {self.steps_done} "
+                f"({macs:,} MACs, {self.base_macs / macs:.2f}x fewer)",
+                "output channels",
+                totals=[before.get(name, width) for name, width in after.items()],
+            )
+            log_figure(trainer.loggers, "prune/channels_kept", figure, self.steps_done)
 
     def _prune_towards(self, net: nn.Module, target_macs: float, step: Callable[[], None]) -> int:
         """Prune by small ``step``s until ``net`` has at most ``target_macs``; returns its MACs."""
@@ -535,11 +569,21 @@ class PruneCallback(CompressionCallback):
         trial = copy.deepcopy(net)
         before = _widths(trial)
         for done in range(self.iterative_steps):
-            self._prune(trial, done, lambda pruner: _prune_step(pruner, trial), importance="l2")
+            self._prune(trial, done, lambda pruner: prune_step(pruner, trial), importance="l2")
         self._check_honoured(trial, before, _widths(trial))
 
     def _check_honoured(self, net: nn.Module, before: dict[str, int], after: dict[str, int]):
         """Refuse a ``ratio`` that pruning ``before`` into ``after`` did not reach."""
+        if self.layer_ratios:  # each named layer's own ratio; the others prune by `ratio`
+            asked = [n for n, r in self.layer_ratios.items() if r > 0]
+            whole = [n for n in asked if after[n] == before[n] > 1]
+            if whole:
+                raise ConfigError(
+                    f"compress.prune.layer_ratios cannot be honoured: {', '.join(whole)} would "
+                    f"keep all their channels (torch-pruning leaves a layer whole when "
+                    f"int(channels x (1 - ratio)) is 0). Lower their ratios."
+                )
+            return
         if not self.ratio or not self.prunable:
             return
         whole = [name for name in self.prunable if after[name] == before[name] > 1]
@@ -588,7 +632,7 @@ class PruneCallback(CompressionCallback):
         # which needs no gradients (taylor would).
         pruner = self._pruner(trial, 0.95, steps=_PROGRESSIVE_STEPS, importance="l2")
         macs = self._prune_towards(
-            trial, self.base_macs / self.speedup, lambda: _prune_step(pruner, trial)
+            trial, self.base_macs / self.speedup, lambda: prune_step(pruner, trial)
         )
         if macs * self.speedup <= self.base_macs:
             return
@@ -622,7 +666,27 @@ class PruneCallback(CompressionCallback):
         return {"prune": entry}
 
 
-def _prune_step(pruner: tp.pruner.BasePruner, net: nn.Module) -> None:
+def _read_layer_ratios(value: dict[str, float] | str | None) -> dict[str, float]:
+    """``layer_ratios`` as a mapping: given as one, or read from the YAML file it names."""
+    if not isinstance(value, str):
+        return {str(k): float(v) for k, v in (value or {}).items()}
+    path = Path(value).expanduser()
+    try:
+        ratios = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(
+            f"compress.prune.layer_ratios={value} cannot be read as a YAML file of layer: ratio "
+            f"pairs ({type(error).__name__}: {error}). Give the file litcompress sensitivity "
+            f"wrote, or a mapping."
+        ) from error
+    if not isinstance(ratios, dict):
+        raise ConfigError(
+            f"compress.prune.layer_ratios={value} holds no mapping of layer names to ratios."
+        )
+    return {str(k): float(v) for k, v in ratios.items()}
+
+
+def prune_step(pruner: tp.pruner.BasePruner, net: nn.Module) -> None:
     """One step of ``pruner`` on ``net``, keeping its training mode; failures name the cause."""
     training = net.training
     try:
@@ -755,7 +819,7 @@ def prunable_layers(
     dependency ``graph``."""
     names = {id(m): name for name, m in net.named_modules()}
     found: dict[str, None] = {}
-    with _quiet_unwrapped_parameters():
+    with quiet_unwrapped_parameters():
         for group in graph.get_all_groups(ignored_layers=list(ignored)):
             for dep, _ in group:
                 module = dep.target.module

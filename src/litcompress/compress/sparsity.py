@@ -32,6 +32,7 @@ from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
+from litcompress.pictures import layer_bars, log_figure
 from litcompress.report import ModelStats
 
 log = logging.getLogger(__name__)
@@ -270,6 +271,15 @@ class SparsityCallback(CompressionCallback):
             # The network the run delivers has this sparsity: earlier, denser checkpoints no
             # longer compete for "best" (they move to checkpoints/before_sparsity/).
             self.network_changed(trainer, pl_module)
+            per_layer = self.per_layer(pl_module.net)
+            figure = layer_bars(
+                list(per_layer),
+                list(per_layer.values()),
+                f"Zero weights per layer at step {step} ({self.overall(pl_module.net):.1%} "
+                f"overall)",
+                "fraction of the weights that are zero",
+            )
+            log_figure(trainer.loggers, "sparsity/per_layer", figure, step)
 
     @torch.no_grad()
     def update_masks(self, pl_module: ClassifierModule, sparsity: float) -> None:
@@ -300,6 +310,11 @@ class SparsityCallback(CompressionCallback):
         log.info(
             "Sparsity %.1f%% at step %d", 100 * self.overall(pl_module.net), pl_module.global_step
         )
+
+    def per_layer(self, net: nn.Module) -> dict[str, float]:
+        """The fraction of zero weights of each layer the technique masks."""
+        modules = dict(net.named_modules())
+        return {n: float((_effective_weight(modules[n]) == 0).float().mean()) for n in self._layers}
 
     def overall(self, net: nn.Module) -> float:
         modules = dict(net.named_modules())
