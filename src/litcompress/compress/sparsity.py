@@ -292,10 +292,7 @@ class SparsityCallback(CompressionCallback):
             weights = torch.cat([_effective_weight(m).abs().flatten() for m in layers])
             zeros = round(sparsity * weights.numel())
             threshold = weights.kthvalue(zeros).values if zeros else weights.min() - 1
-            masks = []
-            for m in layers:
-                mask = (_effective_weight(m).abs() > threshold).float()
-                masks.append(mask)
+            masks = [(_effective_weight(m).abs() > threshold).float() for m in layers]
         else:
             masks = [_magnitude_mask(_effective_weight(m), sparsity) for m in layers]
         for name, module, mask in zip(self._layers, layers, masks, strict=True):
