@@ -34,6 +34,11 @@ def layer_bars(
     return figure
 
 
+def has_tensorboard(loggers: Sequence[Logger]) -> bool:
+    """Whether a picture has anywhere to go (draw it only then)."""
+    return any(isinstance(logger, TensorBoardLogger) for logger in loggers)
+
+
 def log_figure(loggers: Sequence[Logger], tag: str, figure: Any, step: int) -> None:
     """Add ``figure`` as image ``tag`` to every TensorBoard logger."""
     for logger in loggers:

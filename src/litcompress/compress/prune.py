@@ -38,7 +38,7 @@ from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
-from litcompress.pictures import layer_bars, log_figure
+from litcompress.pictures import has_tensorboard, layer_bars, log_figure
 from litcompress.report import count_macs, count_params
 
 log = logging.getLogger(__name__)
@@ -540,7 +540,7 @@ class PruneCallback(CompressionCallback):
                 logger.experiment.add_text(
                     "prune/channels", _width_table(before, _widths(net)), self.steps_done
                 )
-        if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+        if has_tensorboard(trainer.loggers):
             after = _widths(net)
             figure = layer_bars(
                 list(after),

@@ -32,7 +32,7 @@ from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
-from litcompress.pictures import layer_bars, log_figure
+from litcompress.pictures import has_tensorboard, layer_bars, log_figure
 from litcompress.report import ModelStats
 
 log = logging.getLogger(__name__)
@@ -271,15 +271,20 @@ class SparsityCallback(CompressionCallback):
             # The network the run delivers has this sparsity: earlier, denser checkpoints no
             # longer compete for "best" (they move to checkpoints/before_sparsity/).
             self.network_changed(trainer, pl_module)
-            per_layer = self.per_layer(pl_module.net)
-            figure = layer_bars(
-                list(per_layer),
-                list(per_layer.values()),
-                f"Zero weights per layer at step {step} ({self.overall(pl_module.net):.1%} "
-                f"overall)",
-                "fraction of the weights that are zero",
-            )
-            log_figure(trainer.loggers, "sparsity/per_layer", figure, step)
+            self._picture(trainer, pl_module.net, step)
+
+    def _picture(self, trainer: L.Trainer, net: nn.Module, step: int) -> None:
+        """The zero weights of each layer, as a bar chart in TensorBoard."""
+        if not has_tensorboard(trainer.loggers):
+            return
+        per_layer = self.per_layer(net)
+        figure = layer_bars(
+            list(per_layer),
+            list(per_layer.values()),
+            f"Zero weights per layer at step {step} ({self.overall(net):.1%} overall)",
+            "fraction of the weights that are zero",
+        )
+        log_figure(trainer.loggers, "sparsity/per_layer", figure, step)
 
     @torch.no_grad()
     def update_masks(self, pl_module: ClassifierModule, sparsity: float) -> None:
