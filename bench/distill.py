@@ -13,6 +13,12 @@ Measured in this one process, on the generated ``shapes`` data, the same epochs 
     python bench/distill.py                                 # teacher trained here, logits only
     python bench/distill.py --teacher-depth 20 --student-depth 8 --epochs 4 --num-train 2000
 
+``--hard`` uses a harder ``shapes`` (:data:`HARD_SHAPES`: smaller shapes among distractor blobs
+and lines, more noise; all 10 classes), on which the students do not reach the teacher on their
+own; ``--students-only`` runs the teacher and the two ResNet-20 rows alone:
+
+    python bench/distill.py --hard --students-only --features layer1,layer2,layer3
+
 ``--teacher-run DIR`` takes the teacher from a finished run instead of training it (its
 ``report.json`` and best checkpoint; e.g. ``unpruned`` of ``bench/prune.py --output-dir``, which
 trains the same ResNet-56 with the same options). ``--features layer1,layer2,layer3`` adds feature
@@ -29,6 +35,9 @@ from pathlib import Path
 from _runs import shapes_run, train
 from litcompress.report import describe_cpu
 
+# The harder data of --hard: shapes of 15-40% of the image side, 4 distractors, stronger noise.
+HARD_SHAPES = ["data.scale_range=[0.15,0.4]", "data.clutter=4", "data.noise_std=0.15"]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -39,8 +48,14 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
     parser.add_argument("--teacher-run", type=Path, help="a finished run of the teacher")
     parser.add_argument("--features", help="layers of feature distillation, comma-separated")
+    parser.add_argument("--hard", action="store_true", help="the harder shapes (HARD_SHAPES)")
+    parser.add_argument(
+        "--students-only", action="store_true", help="only the ResNet-20 rows beside the teacher"
+    )
     args = parser.parse_args()
     common = [*shapes_run(args.num_train, args.min_run_time), f"trainer.max_epochs={args.epochs}"]
+    if args.hard:
+        common += HARD_SHAPES
     teacher_net = f"model.depth={args.teacher_depth}"
     student_net = f"model.depth={args.student_depth}"
     print(describe_cpu() + "\n")
@@ -82,6 +97,8 @@ def main() -> None:
                 *distill,
             ],
         }
+        if args.students_only:
+            runs = dict(list(runs.items())[:2])
         reports = {
             name: train([*common, *overrides], root / f"run{i}")
             for i, (name, overrides) in enumerate(runs.items())
@@ -90,8 +107,9 @@ def main() -> None:
     if args.teacher_run:
         print(f"\nThe teacher (and its row): the run in {args.teacher_run}, with its own data.")
     print(
-        f"\n## Distillation on shapes: ResNet-{args.teacher_depth} teacher, {args.epochs} epochs "
-        f"in every run, {args.num_train} training images, Adam\n"
+        f"\n## Distillation on {'the harder ' if args.hard else ''}shapes: "
+        f"ResNet-{args.teacher_depth} teacher, {args.epochs} epochs in every run, "
+        f"{args.num_train} training images, Adam\n"
     )
     print("| network | test acc | MACs | file (bytes) | latency b1 (ms) | latency b32 (ms) |")
     print("|---|---|---|---|---|---|")

@@ -69,11 +69,13 @@ def test_pruned_then_sparse_weights_stay_zero_and_shrink_the_zipped_file(make_co
     for earlier, later in zip(history.masks, history.masks[1:], strict=False):
         assert bool((later <= earlier).all())
     assert entry["zip_bytes"] < 0.6 * entry["dense_zip_bytes"]
-    # The delivered checkpoint reloads with its masks; its effective weights are sparse.
+    # The delivered checkpoint records its masks; loaded for inference, they are folded into
+    # plain weights (no mask multiply at every call, none in an export).
     best = tmp_path / report["delivered"]["checkpoint"]
     assert read_checkpoint(best)["litcompress"]["sparsity"]
     net = load_network(best)
-    net(torch.zeros(1, 1, 8, 8))  # the masks apply at the forward pass (torch.nn.utils.prune)
+    assert not any(hasattr(m, "weight_mask") for m in net.modules())
+    assert not any(m._forward_pre_hooks for m in net.modules())
     zeros = [float((w == 0).float().mean()) for n, w in weights(net).items() if n != "fc"]
     assert min(zeros) >= 0.73
     assert (tmp_path / "checkpoints" / "before_sparsity").is_dir()  # denser "best" moved apart
@@ -96,7 +98,6 @@ def test_two_of_four_and_global_masks(make_config, tmp_path):
         )
     )
     net = load_network(tmp_path / "24" / "checkpoints" / "last.ckpt")
-    net(torch.zeros(1, 1, 8, 8))  # the masks apply at the forward pass
     for name, weight in weights(net).items():
         if name in ("fc", "conv1"):
             continue

@@ -163,6 +163,19 @@ def build_network(checkpoint: dict[str, Any]) -> nn.Module:
     return net
 
 
+def inference_network(checkpoint: dict[str, Any]) -> nn.Module:
+    """The network of ``checkpoint`` as inference and export use it, in eval mode: each technique
+    of its form makes it plain (:meth:`CompressionCallback.for_inference`: a sparse network's
+    masks are folded into its weights). Resuming and fine-tuning use :func:`build_network`."""
+    net = build_network(checkpoint)
+    meta = checkpoint[CHECKPOINT_KEY]
+    owners = meta.get(OWNERS_KEY)
+    for key, value in form_of(meta).items():
+        net = technique_of(key, owners).for_inference(net, value)
+    return net.eval()
+
+
 def load_network(path: str | os.PathLike[str]) -> nn.Module:
-    """Rebuild the trained network of a litcompress checkpoint file, in eval mode on the CPU."""
-    return build_network(read_checkpoint(path)).eval()
+    """The trained network of a litcompress checkpoint file, on the CPU, ready for inference
+    (:func:`inference_network`)."""
+    return inference_network(read_checkpoint(path))

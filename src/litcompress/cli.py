@@ -278,7 +278,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     from rich.progress import Progress
     from torch.utils.tensorboard import SummaryWriter
 
-    from litcompress.checkpoint import CHECKPOINT_KEY, build_network, read_checkpoint
+    from litcompress.checkpoint import CHECKPOINT_KEY, inference_network, read_checkpoint
     from litcompress.compress.prune import IMPORTANCES
     from litcompress.sensitivity import analyse
 
@@ -301,7 +301,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
             f"{checkpoint_path} is fake-quantized (compress=qat): analyse the float network, "
             f"e.g. the checkpoint of the run it started from."
         )
-    net = build_network(checkpoint).eval()
+    net = inference_network(checkpoint)
     data = load_data(data_config(record.get("data"), args.overrides, str(checkpoint_path)))
     output = Path(args.output) if args.output else run_dir / "sensitivity"
     with Progress() as progress:

@@ -117,6 +117,12 @@ class CompressionCallback(Callback):
         return done is None
 
     @classmethod
+    def for_inference(cls, net: nn.Module, form: Any) -> nn.Module:
+        """``net``, loaded in this technique's ``form``, as the plain network that inference and
+        export use (e.g. masks folded into the weights); by default the network as it is."""
+        return net
+
+    @classmethod
     def restore_form(
         cls, net: nn.Module, done: Any, wanted: Any, input_shape: Sequence[int]
     ) -> nn.Module:

@@ -55,6 +55,14 @@ def _masked(module: nn.Module) -> bool:
     return hasattr(module, "weight_mask")
 
 
+def make_permanent(net: nn.Module, names: Sequence[str]) -> None:
+    """Fold the masks of the layers ``names`` of ``net`` into plain weights (zeros stay)."""
+    modules = dict(net.named_modules())
+    for name in names:
+        if _masked(modules[name]):
+            prune.remove(modules[name], "weight")
+
+
 def _effective_weight(module: nn.Module) -> torch.Tensor:
     return module.weight_orig * module.weight_mask if _masked(module) else module.weight
 
@@ -180,6 +188,12 @@ class SparsityCallback(CompressionCallback):
         for name in wanted:
             if not _masked(modules[name]):
                 prune.identity(modules[name], "weight")  # the checkpoint's mask is loaded into it
+        return net
+
+    @classmethod
+    def for_inference(cls, net: nn.Module, form: list[str]) -> nn.Module:
+        """Masks folded into the weights: plain layers with zeros (no per-call multiply)."""
+        make_permanent(net, form)
         return net
 
     def state_dict(self) -> dict[str, Any]:
@@ -338,12 +352,9 @@ class SparsityCallback(CompressionCallback):
         network is then measured and delivered like any other."""
         net = module.net
         modules = dict(net.named_modules())
-        per_layer = {}
-        for name in module.form.pop(self.form_key, []):
-            layer = modules[name]
-            if _masked(layer):
-                prune.remove(layer, "weight")
-            per_layer[name] = float((layer.weight == 0).float().mean())
+        names = module.form.pop(self.form_key, [])
+        make_permanent(net, names)
+        per_layer = {name: float((modules[name].weight == 0).float().mean()) for name in names}
         zeros = sum(int((modules[n].weight == 0).sum()) for n in per_layer)
         total = sum(modules[n].weight.numel() for n in per_layer)
         self.final = {

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from litcompress.checkpoint import CHECKPOINT_KEY, build_network, cpu_twin, read_checkpoint
+from litcompress.checkpoint import CHECKPOINT_KEY, cpu_twin, inference_network, read_checkpoint
 from litcompress.deploy.metadata import artifact_metadata, read_metadata, write_metadata
 from litcompress.deploy.program import export_program, save_program
 from litcompress.deploy.runtimes import Runtime, load_artifact, run_batched
@@ -110,7 +110,7 @@ class Deliverable:
         config = record["model_config"]
         size = config["image_size"]
         return cls(
-            net=build_network(checkpoint).eval(),
+            net=inference_network(checkpoint),
             input_shape=(config["in_channels"], size, size),
             network=config["_target_"],
             record=record,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from litcompress.checkpoint import build_network, read_checkpoint, require_file
+from litcompress.checkpoint import inference_network, read_checkpoint, require_file
 from litcompress.deploy.metadata import checkpoint_metadata, read_metadata
 from litcompress.errors import ConfigError, first_line
 from litcompress.quant.artifact import is_int8_program, load_int8, load_program
@@ -219,7 +219,7 @@ def load_artifact(
     if suffix == ".ckpt":  # read once: its record is its metadata
         checkpoint = read_checkpoint(resolved, "ARTIFACT")
         meta = checkpoint_metadata(checkpoint, resolved)
-        return TorchRuntime(resolved, meta, meta["precision"], build_network(checkpoint).eval())
+        return TorchRuntime(resolved, meta, meta["precision"], inference_network(checkpoint))
     meta = read_metadata(resolved)
     if suffix == ".onnx":
         return OnnxRuntime(resolved, meta, threads)
