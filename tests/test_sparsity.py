@@ -14,6 +14,7 @@ from torch import nn
 from litcompress.checkpoint import load_network, read_checkpoint
 from litcompress.compress import SparsityCallback
 from litcompress.errors import ConfigError
+from litcompress.quant.artifact import load_program
 from litcompress.run import run
 from tests.conftest import FAST
 
@@ -153,8 +154,12 @@ def test_a_sparse_run_resumes_with_its_masks_bit_for_bit(make_config, tmp_path):
         ("compress.sparsity.end_step=5 compress.sparsity.begin_step=10", r"end_step=5 is before"),
         ("compress.sparsity.pattern=1:4", r"pattern='1:4' is not supported; use 2:4"),
         ("compress.sparsity.schedule=cubic", r"schedule='cubic' is unknown"),
+        ("compress.sparsity.end_step=12", r"final sparsity at step 12 .* the run has 12 optimizer"),
         ("compress.sparsity.ignored_layers=[layer9]", r"'layer9', which is not a module"),
-        ("compress=[sparsity,qat]", r"sparsity,qat\] .* is not supported yet"),
+        (
+            "compress=[sparsity,qat] compress.qat.start_epoch=1",
+            r"qat.start_epoch=1 is before the last step of compress.sparsity \(epoch 3\)",
+        ),
     ],
 )
 def test_bad_sparsity_settings_are_refused_before_training(
@@ -163,3 +168,28 @@ def test_bad_sparsity_settings_are_refused_before_training(
     with pytest.raises(ConfigError, match=message):
         run(make_config(*SPARSE, *override.split(), output_dir=tmp_path))
     assert not list(tmp_path.glob("checkpoints/*.ckpt"))
+
+
+def test_sparsity_is_kept_through_quantization_aware_training_and_its_resume(make_config, tmp_path):
+    """compress=[sparsity,qat]: the zeros reached before QAT stay zero while the fake-quantized
+    network trains (interrupted and resumed in that phase) and in the int8 model."""
+    overrides = [
+        *SPARSE,
+        "compress=[sparsity,qat]",
+        "compress.sparsity.frequency=1",
+        "compress.sparsity.end_step=2",  # final at step 2 of epoch 0
+        "compress.qat.start_epoch=1",
+    ]
+    with pytest.raises(Stop):  # at the start of epoch 2, after a QAT epoch
+        run(make_config(*overrides, output_dir=tmp_path), extra_callbacks=[StopAt()])
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert "sparsity" not in read_checkpoint(last)["litcompress"]  # folded: the zeros pinned
+    run(make_config(*overrides, f"ckpt_path={last}", output_dir=tmp_path))
+    entry = json.loads((tmp_path / "report.json").read_text())["sparsity"]
+    assert entry["achieved_sparsity"] == pytest.approx(0.75, abs=0.01)
+    assert entry["int8_zip_bytes"] < entry["dense_zip_bytes"]
+    program = load_program(tmp_path / "model_int8.pt2")
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    int8_convs = [t for t in tensors if t.dtype == torch.int8 and t.dim() == 4]
+    assert len(int8_convs) == 9  # every convolution of a ResNet-8, in int8
+    assert min(float((t == 0).float().mean()) for t in int8_convs) >= 0.74

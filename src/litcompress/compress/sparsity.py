@@ -9,6 +9,12 @@ weight_mask``): the optimizer keeps updating ``weight_orig`` while the forward p
 so pruned weights stay zero through every step; the masked layers are the technique's network
 form, so checkpoints resume and reload. At the end of the run the masks are made permanent.
 
+With a quantization-aware technique after it (``compress=[sparsity,qat]``: sparsity-preserving
+QAT, as TF-MOT's PQAT), the final sparsity must be reached before QAT starts; the masks are then
+folded into the weights and the zeros pinned: after every optimizer step the weights that are
+zero are set to zero again, in the float network and then in the fake-quantized graph (symmetric
+int8 weights keep zero at zero), so the int8 model keeps the sparsity.
+
 Sparsity gives no CPU speed-up by itself (dense kernels multiply the zeros): its value is size,
 once the weights are compressed on disk, and ``pattern=2:4`` (two of every four consecutive
 weights kept), which GPUs with sparse tensor cores (NVIDIA Ampere and later) accelerate.
@@ -21,6 +27,7 @@ import logging
 import os
 import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -33,6 +40,7 @@ from litcompress.errors import ConfigError
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
 from litcompress.pictures import has_tensorboard, layer_bars, log_figure
+from litcompress.quant.artifact import ARTIFACTS
 from litcompress.report import ModelStats
 
 log = logging.getLogger(__name__)
@@ -41,14 +49,19 @@ SCHEDULES = ("polynomial", "constant")
 PATTERNS = ("2:4",)
 
 
+def deflated_bytes(data: bytes) -> int:
+    """Size of ``data`` in a zip archive (deflate), as TF-MOT measures compressed models."""
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model", data)
+    return packed.tell()
+
+
 def zipped_bytes(net: nn.Module) -> int:
     """Size of ``net``'s state dict saved and zip-compressed (deflate), as TF-MOT measures it."""
     raw = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, raw)
-    packed = io.BytesIO()
-    with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("state_dict.pt", raw.getvalue())
-    return packed.tell()
+    return deflated_bytes(raw.getvalue())
 
 
 def _masked(module: nn.Module) -> bool:
@@ -97,7 +110,8 @@ class SparsityCallback(CompressionCallback):
         begin_step: optimizer step of the first mask update.
         end_step: (polynomial) step at which ``final_sparsity`` is reached; ``None``: two thirds of
             the run's steps (the rest fine-tunes at the final sparsity).
-        frequency: steps between mask updates.
+        frequency: steps between mask updates (one more at ``end_step``: the final sparsity is
+            always reached).
         power: exponent of the polynomial schedule (3, as TF-MOT).
         scope: ``layer`` (each layer at the schedule's sparsity) or ``global`` (one magnitude
             threshold over all layers: wide layers lose more).
@@ -172,6 +186,13 @@ class SparsityCallback(CompressionCallback):
         self.ignored_layers = list(ignored_layers)
         self.pattern = str(pattern) if pattern else None
         self.current: float = 0.0  # the sparsity the masks have now (restored on resume)
+        # Masks folded and zeros pinned (for quantization-aware training after this technique).
+        self.pinned = False
+        self._pins: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pinned_net: nn.Module | None = None
+        self._quantized_later = False
+        self._steps_per_epoch: int | None = None
+        self._output_dir: str | None = None
         self.dense_zip_bytes: int | None = None
         self.final: dict[str, Any] | None = None
 
@@ -197,11 +218,28 @@ class SparsityCallback(CompressionCallback):
         return net
 
     def state_dict(self) -> dict[str, Any]:
-        return {"current": self.current, "dense_zip_bytes": self.dense_zip_bytes}
+        return {
+            "current": self.current,
+            "dense_zip_bytes": self.dense_zip_bytes,
+            "pinned": self.pinned,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.current = state_dict["current"]
         self.dense_zip_bytes = state_dict["dense_zip_bytes"]
+        self.pinned = state_dict.get("pinned", False)
+
+    def last_form_change_epoch(self) -> int | None:
+        """The first epoch that starts with the final masks (the last update is within a batch)."""
+        if not self._steps_per_epoch:
+            return None
+        return self._final_step() // self._steps_per_epoch + 1
+
+    def _final_step(self) -> int:
+        """The step whose mask update reaches the final sparsity."""
+        if self.schedule == "constant" or self.pattern:
+            return self.begin_step
+        return max(self.end_step, self.begin_step)
 
     # -- hooks ------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: ClassifierModule, stage: str) -> None:
@@ -230,18 +268,23 @@ class SparsityCallback(CompressionCallback):
                     f"output; {', '.join(odd[:4])} have not: add them to "
                     f"compress.sparsity.ignored_layers."
                 )
+        total = trainer.estimated_stepping_batches
         if self.end_step is None:
-            total = int(trainer.estimated_stepping_batches)
-            self.end_step = max(self.begin_step, 2 * total // 3)
-        self._check_after_structural_changes(trainer)
-        for callback in trainer.callbacks:
-            if isinstance(callback, CompressionCallback) and callback.form_needs_deploy:
+            self.end_step = max(self.begin_step, 2 * int(total) // 3)
+        if trainer.max_epochs and trainer.max_epochs > 0 and total != float("inf"):
+            self._steps_per_epoch = max(int(total) // trainer.max_epochs, 1)
+            if self._final_step() >= total and not trainer.ckpt_path:
                 raise ConfigError(
-                    f"compress=[sparsity,{callback.name}] (sparsity-preserving quantization-aware "
-                    f"training) is not supported yet: the fake-quantized graph would not keep the "
-                    f"masks. Use compress=[sparsity,ptq] (the zeros stay zero in int8), or run "
-                    f"compress={callback.name} on the sparse run's checkpoint."
+                    f"compress.sparsity reaches its final sparsity at step {self._final_step()} "
+                    f"(begin_step={self.begin_step}, end_step={self.end_step}), but the run has "
+                    f"{int(total)} optimizer steps: lower end_step/begin_step or train longer."
                 )
+        self._check_after_structural_changes(trainer)
+        # Quantization-aware training freezes the form: QAT checks last_form_change_epoch().
+        self._quantized_later = any(
+            isinstance(c, CompressionCallback) and c.form_needs_deploy and c.order > self.order
+            for c in trainer.callbacks
+        )
         if not trainer.ckpt_path and self.dense_zip_bytes is None:
             self.dense_zip_bytes = zipped_bytes(net)
 
@@ -274,8 +317,13 @@ class SparsityCallback(CompressionCallback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: ClassifierModule, batch: Any, batch_idx: int
     ) -> None:
+        if self.pinned:
+            self._pin(pl_module.net)
+            return
         step = trainer.global_step
-        if step < self.begin_step or (step - self.begin_step) % self.frequency:
+        # Every `frequency` steps, and at end_step itself: the final sparsity is always reached.
+        due = step == self.end_step or not (step - self.begin_step) % self.frequency
+        if step < self.begin_step or not due:
             return
         wanted = self.target(step)
         if wanted <= self.current and self.current:
@@ -286,6 +334,42 @@ class SparsityCallback(CompressionCallback):
             # longer compete for "best" (they move to checkpoints/before_sparsity/).
             self.network_changed(trainer, pl_module)
             self._picture(trainer, pl_module.net, step)
+            if self._quantized_later:
+                # Quantization-aware training follows: plain weights whose zeros stay pinned.
+                make_permanent(pl_module.net, pl_module.form.pop(self.form_key, []))
+                self.pinned = True
+                self._pin(pl_module.net)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: ClassifierModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self.pinned:  # the optimizer step moved the zeros: set them back
+            with torch.no_grad():
+                for weight, keep in self._pins:
+                    weight.mul_(keep)
+
+    def _pin(self, net: nn.Module) -> None:
+        """Pin the zero weights of the sparse layers of ``net`` (again when the network object
+        changed: once prepared for quantization, or rebuilt from a checkpoint)."""
+        if net is self._pinned_net:
+            return
+        params = dict(net.named_parameters())
+        self._pins = []
+        for name in self._layers:
+            # A network prepared by torch.export keeps the names, under its graph module.
+            weight = params.get(f"{name}.weight", params.get(f"graph.{name}.weight"))
+            if weight is None:
+                raise RuntimeError(
+                    f"compress.sparsity cannot find the weights of {name} in the network "
+                    f"prepared for quantization (parameters: {', '.join(list(params)[:6])}, ...)."
+                )
+            self._pins.append((weight, weight != 0))
+        self._pinned_net = net
 
     def _picture(self, trainer: L.Trainer, net: nn.Module, step: int) -> None:
         """The zero weights of each layer, as a bar chart in TensorBoard."""
@@ -351,12 +435,19 @@ class SparsityCallback(CompressionCallback):
         """Make the masks permanent (plain weights with zeros) and record what was achieved; the
         network is then measured and delivered like any other."""
         net = module.net
-        modules = dict(net.named_modules())
-        names = module.form.pop(self.form_key, [])
-        make_permanent(net, names)
-        per_layer = {name: float((modules[name].weight == 0).float().mean()) for name in names}
-        zeros = sum(int((modules[n].weight == 0).sum()) for n in per_layer)
-        total = sum(modules[n].weight.numel() for n in per_layer)
+        self._output_dir = str(output_dir)
+        if self.pinned:
+            self._pin(net)
+            names = self._layers
+            weights = [weight for weight, _ in self._pins]
+        else:
+            modules = dict(net.named_modules())
+            names = module.form.pop(self.form_key, [])
+            make_permanent(net, names)
+            weights = [modules[name].weight for name in names]
+        per_layer = {n: float((w == 0).float().mean()) for n, w in zip(names, weights, strict=True)}
+        zeros = sum(int((w == 0).sum()) for w in weights)
+        total = sum(w.numel() for w in weights)
         self.final = {
             "per_layer": per_layer,
             "overall": zeros / total if total else 0.0,
@@ -387,6 +478,16 @@ class SparsityCallback(CompressionCallback):
                 f"{self.dense_zip_bytes:,} dense ({ratio:.2f}x). No CPU speed-up by itself: "
                 f"dense kernels multiply the zeros."
             )
+            folder = Path(self._output_dir or ".")
+            artifacts = [folder / name for name in ARTIFACTS.values() if (folder / name).is_file()]
+            if self.pinned and artifacts:
+                # Sparsity-preserving QAT: the int8 model keeps the zeros.
+                entry["int8_zip_bytes"] = deflated_bytes(artifacts[0].read_bytes())
+                entry["summary"] += (
+                    f" Kept through quantization-aware training: {artifacts[0].name} "
+                    f"zip-compressed {entry['int8_zip_bytes']:,} bytes "
+                    f"({entry['int8_zip_bytes'] / self.dense_zip_bytes:.2f}x the dense float)."
+                )
         return {"sparsity": entry}
 
 
