@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from litcompress.errors import ConfigError
@@ -63,6 +64,19 @@ def test_a_trained_checkpoint_becomes_int8_without_training(make_config, tmp_pat
     assert report["after"]["file_bytes"] < report["before"]["file_bytes"]
     sidecar = json.loads((tmp_path / "model_int8.pt2.json").read_text())
     assert sidecar["method"] == "ptq" and sidecar["precision"] == "int8"
+    # TensorBoard: the weights before (float) and after (int8 values), the activation ranges.
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    histograms = {tag: events.Histograms(tag)[-1] for tag in events.Tags()["histograms"]}
+    assert set(histograms) == {
+        "quantization/weights_float",
+        "quantization/weights_int8",
+        "quantization/activation_ranges",
+    }
+    ints = histograms["quantization/weights_int8"].histogram_value
+    assert -128 <= ints.min < 0 < ints.max <= 127 and ints.num > 70_000  # ResNet-8's weights
+    ranges = histograms["quantization/activation_ranges"].histogram_value
+    assert ranges.min > 0 and ranges.num >= 9  # one per quantized activation
 
 
 @pytest.mark.parametrize(

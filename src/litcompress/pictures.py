@@ -1,11 +1,13 @@
 """Pictures for TensorBoard, drawn off-screen with matplotlib where a technique acts (never per
-training step): what changed in each layer, where a table of numbers is harder to read."""
+training step): what changed in each layer, where a table of numbers is harder to read; and
+histograms of what quantization did to weights and activation ranges."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 
@@ -44,3 +46,14 @@ def log_figure(loggers: Sequence[Logger], tag: str, figure: Any, step: int) -> N
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_figure(tag, figure, step, close=False)
+
+
+def log_histograms(
+    loggers: Sequence[Logger], histograms: dict[str, torch.Tensor], step: int
+) -> None:
+    """Add each of ``histograms`` (tag: values) to every TensorBoard logger (empty ones skipped)."""
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            for tag, values in histograms.items():
+                if values.numel():
+                    logger.experiment.add_histogram(tag, values.float(), step)

@@ -29,6 +29,7 @@ from litcompress.compat import cpu_has_vnni, enable_inductor_freezing
 from litcompress.deploy.metadata import artifact_metadata, write_metadata
 from litcompress.deploy.program import export_program, save_program
 from litcompress.errors import ConfigError, first_line
+from litcompress.pictures import has_tensorboard, log_histograms
 from litcompress.quant.backends import TRACE_BATCH, convert
 from litcompress.report import (
     ModelStats,
@@ -160,6 +161,34 @@ def deploy_int8(
     )
 
 
+def quantization_histograms(float_net: nn.Module, int8: nn.Module) -> dict[str, torch.Tensor]:
+    """What quantization did, for TensorBoard: the float weights of the layers it quantized
+    (``float_net``'s matrices and kernels), the int8 values they became, and the float range each
+    quantized activation covers (its scale times its number of steps) in the converted ``int8``
+    graph (PT2E; a graph without such nodes gives empty histograms)."""
+    weights = [p.detach().flatten() for p in float_net.parameters() if p.dim() > 1]
+    int8_weights, ranges = [], []
+    graph = getattr(int8, "graph", None)
+    for node in graph.nodes if isinstance(graph, torch.fx.Graph) else ():
+        if node.op == "get_attr":
+            value = int8
+            for part in str(node.target).split("."):
+                value = getattr(value, part)
+            if isinstance(value, torch.Tensor) and value.dtype == torch.int8 and value.dim() > 1:
+                int8_weights.append(value.flatten())
+        name = str(node.target)
+        if node.op == "call_function" and "quantize_per_tensor" in name and "dequant" not in name:
+            scale, _, low, high = node.args[1:5]
+            if isinstance(scale, float):
+                ranges.append(scale * (high - low))
+    empty = torch.zeros(0)
+    return {
+        "quantization/weights_float": torch.cat(weights).cpu() if weights else empty,
+        "quantization/weights_int8": torch.cat(int8_weights) if int8_weights else empty,
+        "quantization/activation_ranges": torch.tensor(ranges),
+    }
+
+
 def deliver_int8(
     int8: nn.Module,
     module: L.LightningModule,
@@ -194,6 +223,9 @@ def deliver_int8(
         ),
     )
     log.info("Saved the int8 model to %s", path)
+    if has_tensorboard(module.loggers):
+        histograms = quantization_histograms(module.net, int8)
+        log_histograms(module.loggers, histograms, module.global_step)
     # Measure what was saved, loaded the way a user loads it.
     deployed = load_int8(path)
     input_shape = module.input_shape
