@@ -80,6 +80,35 @@ def test_ddp_on_two_cpu_processes_writes_one_report(tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_sparsity_then_ptq_has_the_same_masks_on_every_rank_and_one_int8_model(tmp_path):
+    result = train_py(
+        *DDP_QUICK,
+        "model=resnet",
+        "model.depth=8",
+        "compress=[sparsity,ptq]",
+        "compress.sparsity.frequency=1",
+        "compress.ptq.calibration_batches=2",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr + "".join(p.read_text() for p in tmp_path.glob("*.log"))
+    found = re.findall(r"Rank (\d) at sparsity ([\d.]+) \(step (\d+)\): masks (\w+)", output)
+    assert {rank for rank, *_ in found} == {"0", "1"}, output[-3000:]
+    # At every mask update, the very same masks on both ranks.
+    for step in {step for _, _, step, _ in found}:
+        masks = {(level, mask) for _, level, s, mask in found if s == step}
+        assert len(masks) == 1, found
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["sparsity"]["achieved_sparsity"] == pytest.approx(0.75, abs=0.01)
+    # Calibrated once (rank 0), two batches of the per-process batch size.
+    assert report["ptq"]["calibration_images"] == 2 * 64
+    assert report["after"]["int8_artifact"] == "model_int8.pt2"
+    artifacts = sorted(p.name for p in tmp_path.glob("model_int8*"))
+    assert artifacts == ["model_int8.pt2", "model_int8.pt2.json"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -8,14 +8,16 @@ its tests: nothing else in the package names it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 
@@ -139,3 +141,15 @@ def _move_apart(paths: list[str], folder: Path) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             shutil.move(path, folder / path.name)
             log.info("Checkpoint of the earlier network form moved to %s", folder / path.name)
+
+
+def fingerprint(chunks: Iterable[torch.Tensor | bytes]) -> str:
+    """A short hash of tensors (their raw bytes) and byte strings: under DDP every rank logs it
+    after a technique's step, so that ranks holding different networks show."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        if isinstance(chunk, torch.Tensor):
+            # As raw bytes: numpy has no bfloat16, so a bf16 network could not be hashed through it.
+            chunk = chunk.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+        digest.update(chunk)
+    return digest.hexdigest()[:16]

@@ -13,13 +13,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import logging
 import math
 import re
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
 from torchvision.models.vision_transformer import VisionTransformer
 
-from litcompress.compress.base import CompressionCallback
+from litcompress.compress.base import CompressionCallback, fingerprint
 from litcompress.errors import ConfigError
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
@@ -497,8 +496,8 @@ class PruneCallback(CompressionCallback):
                 trainer.global_rank,
                 self.steps_done,
                 count_params(net),
-                _fingerprint(_tensor_bytes(t) for t in net.state_dict().values()),
-                _fingerprint([repr(pl_module.form[self.form_key]).encode()]),
+                fingerprint(net.state_dict().values()),
+                fingerprint([repr(pl_module.form[self.form_key]).encode()]),
             )
         self._record(trainer, pl_module, before)
 
@@ -788,18 +787,6 @@ class PrunedOptimizerState:
         for name, other in self.other.items():
             state[name] = {**other, **{k: p[name].detach().clone() for k, p in sliced.items()}}
         return state
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
-    # As raw bytes: numpy has no bfloat16, so a bf16 network could not be hashed through it.
-    return tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
-def _fingerprint(chunks: Iterable[bytes]) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def _widths(net: nn.Module) -> dict[str, int]:

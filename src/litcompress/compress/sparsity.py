@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from litcompress.compress.base import CompressionCallback
+from litcompress.compress.base import CompressionCallback, fingerprint
 from litcompress.errors import ConfigError
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
@@ -410,6 +410,14 @@ class SparsityCallback(CompressionCallback):
         log.info(
             "Sparsity %.1f%% at step %d", 100 * self.overall(pl_module.net), pl_module.global_step
         )
+        if pl_module.trainer.world_size > 1:  # every rank must hold the very same masks
+            log.info(
+                "Rank %d at sparsity %.3f (step %d): masks %s",
+                pl_module.global_rank,
+                sparsity,
+                pl_module.global_step,
+                fingerprint(m.weight_mask for m in layers),
+            )
 
     def per_layer(self, net: nn.Module) -> dict[str, float]:
         """The fraction of zero weights of each layer the technique masks."""
