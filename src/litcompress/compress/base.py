@@ -74,6 +74,19 @@ class CompressionCallback(Callback):
         """
         return None
 
+    def forms_changed_after(
+        self, trainer: L.Trainer, epoch: int
+    ) -> list[tuple[CompressionCallback, int]]:
+        """The techniques that run before this one (lower ``order``) and still change the
+        network's form after ``epoch``, each with its last such epoch (known after their setup)."""
+        late = []
+        for callback in trainer.callbacks:
+            if isinstance(callback, CompressionCallback) and callback.order < self.order:
+                last = callback.last_form_change_epoch()
+                if last is not None and last > epoch:
+                    late.append((callback, last))
+        return late
+
     def network_changed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Start the run's bookkeeping afresh after the network changed form mid-training.
 

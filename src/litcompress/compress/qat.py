@@ -148,17 +148,15 @@ class QATCallback(CompressionCallback):
 
     def _check_after_structural_changes(self, trainer: L.Trainer) -> None:
         """A quantized network is frozen: every technique before it must be done by start_epoch."""
-        for callback in trainer.callbacks:
-            if not isinstance(callback, CompressionCallback) or callback.order >= self.order:
-                continue
-            last = callback.last_form_change_epoch()
-            if last is not None and last > self.start_epoch:
-                raise ConfigError(
-                    f"compress.qat.start_epoch={self.start_epoch} is before the last step of "
-                    f"compress.{callback.name} (epoch {last}): a quantized network cannot change "
-                    f"form any more. Set compress.qat.start_epoch >= {last}, or end "
-                    f"compress.{callback.name} earlier."
-                )
+        late = self.forms_changed_after(trainer, self.start_epoch)
+        if late:
+            callback, last = late[0]
+            raise ConfigError(
+                f"compress.qat.start_epoch={self.start_epoch} is before the last step of "
+                f"compress.{callback.name} (epoch {last}): a quantized network cannot change "
+                f"form any more. Set compress.qat.start_epoch >= {last}, or end "
+                f"compress.{callback.name} earlier."
+            )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         net = pl_module.net

@@ -289,17 +289,15 @@ class SparsityCallback(CompressionCallback):
             self.dense_zip_bytes = zipped_bytes(net)
 
     def _check_after_structural_changes(self, trainer: L.Trainer) -> None:
-        for callback in trainer.callbacks:
-            if not isinstance(callback, CompressionCallback) or callback.order >= self.order:
-                continue
-            last = callback.last_form_change_epoch()
-            if last is not None and last > 0:
-                raise ConfigError(
-                    f"compress.sparsity masks weights from the first epoch, but compress."
-                    f"{callback.name} changes the network's shape at epoch {last}: run them one "
-                    f"after the other (compress={callback.name} first, then init_from its "
-                    f"checkpoint with compress=sparsity), or start {callback.name} at epoch 0."
-                )
+        late = self.forms_changed_after(trainer, 0)
+        if late:
+            callback, last = late[0]
+            raise ConfigError(
+                f"compress.sparsity masks weights from the first epoch, but compress."
+                f"{callback.name} changes the network's shape at epoch {last}: run them one "
+                f"after the other (compress={callback.name} first, then init_from its "
+                f"checkpoint with compress=sparsity), or start {callback.name} at epoch 0."
+            )
 
     def target(self, step: int) -> float:
         """The sparsity the schedule asks for at optimizer step ``step``."""
