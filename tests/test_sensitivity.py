@@ -10,6 +10,7 @@ import torch
 import torch_pruning as tp
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
 
 from litcompress.checkpoint import load_network, read_checkpoint
 from litcompress.cli import main
@@ -154,3 +155,13 @@ def test_layer_ratios_that_cannot_be_used_are_refused(trained_resnet8, tmp_path)
                 f"compress.prune.layer_ratios={ratios}",
             )
         )
+
+
+def test_a_network_without_prunable_groups_is_refused_before_any_evaluation():
+    class Untouchable:
+        def __iter__(self):
+            raise AssertionError("evaluated before the graph was checked")
+
+    head_only = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    with pytest.raises(ConfigError, match=r"no layer torch-pruning can prune alone"):
+        analyse(head_only, Untouchable(), num_classes=4, input_shape=(3, 8, 8))

@@ -164,9 +164,15 @@ def analyse(
         if not 0 < ratio < 1:
             raise ConfigError(f"--ratios: {ratio} is not a fraction strictly between 0 and 1.")
     net = net.eval()
+    # The graph first: a network torch-pruning cannot group fails before any evaluation.
+    roots = prunable_groups(net, input_shape)
+    if not roots:
+        raise ConfigError(
+            "The network has no layer torch-pruning can prune alone (only the classifier head, "
+            "or layers it cannot group): there is no sensitivity to analyse."
+        )
     batches = list(_limit(loader, max_batches))
     baseline = evaluate_cpu(net, batches, num_classes)
-    roots = prunable_groups(net, input_shape)
     task = (
         progress.add_task("Pruning each layer alone", total=len(roots) * len(ratios))
         if (progress)
