@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from litcompress.cli import main as cli_main
 from tests.conftest import FAST, ROOT
 
 QUICK = [*FAST, "model=cnn", "model.width=8", "trainer.max_epochs=1"]
@@ -40,29 +44,71 @@ def train_py(
 
 
 @pytest.mark.slow
-def test_multirun_sweep_gives_each_job_its_folder_tensorboard_and_report(tmp_path):
+def test_a_sweep_goes_on_past_a_failed_job_and_ends_with_its_summary_and_pareto_front(tmp_path):
     result = train_py(
         "-m",
         "optim=sgd,adam",
-        "compress=none,prune",
+        "compress=prune",
+        "compress.prune.ratio=0.3,0.7,1.5",  # 1.5: refused, those two jobs fail
         *QUICK,  # max_epochs=1: pruning starts at epoch 1 // 3 = 0
         f"hydra.sweep.dir={tmp_path}",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    assert result.returncode == 1, result.stderr[-3000:]  # the sweep says that jobs failed
+    jobs = sorted((p for p in tmp_path.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    assert len(jobs) == 6  # every job ran, the failed ones did not end the sweep
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["job"] for row in rows] == [job.name for job in jobs]
     seen = set()
-    for job in jobs:
+    for job, row in zip(jobs, rows, strict=True):
+        overrides = json.loads((job / "job.json").read_text())["overrides"]
+        assert row["overrides"] == " ".join(overrides)
+        if "compress.prune.ratio=1.5" in overrides:
+            assert row["status"] == "failed" and "compress.prune.ratio=1.5" in row["error"]
+            assert not (job / "report.json").exists()
+            continue
         report = json.loads((job / "report.json").read_text())
-        assert report["after"]["test_acc"] is not None
         assert list((job / "tensorboard").glob("events.out.tfevents.*"))
-        assert (job / "checkpoints" / "last.ckpt").is_file()
-        overrides = (job / ".hydra" / "overrides.yaml").read_text()
-        pruned = "compress=prune" in overrides
-        assert report["compress"] == (["prune"] if pruned else [])
-        assert (report["after"]["macs"] < report["before"]["macs"]) == pruned
-        seen.add(("optim=sgd" in overrides, pruned))
+        assert row["status"] == "done" and float(row["wall_s"]) > 0
+        assert float(row["test_acc_after"]) == pytest.approx(report["after"]["test_acc"])
+        assert int(row["macs_after"]) == report["after"]["macs"] < report["before"]["macs"]
+        assert int(row["file_bytes_after"]) == report["after"]["file_bytes"]
+        assert float(row["latency_ms_b32_after"]) == pytest.approx(
+            report["after"]["latency_ms_b32"]
+        )
+        assert row["techniques"].startswith("prune: ")
+        seen.add(tuple(overrides))
     assert len(seen) == 4
+    # The Pareto marks: the jobs no other job beats on accuracy at no more cost.
+    done = [row for row in rows if row["status"] == "done"]
+    for cost, mark in (
+        ("latency_ms_b32_after", "pareto_latency"),
+        ("file_bytes_after", "pareto_size"),
+    ):
+        for row in done:
+            acc, value = float(row["test_acc_after"]), float(row[cost])
+            beaten = any(
+                float(o["test_acc_after"]) >= acc
+                and float(o[cost]) <= value
+                and (float(o["test_acc_after"]) > acc or float(o[cost]) < value)
+                for o in done
+            )
+            assert row[mark] == str(not beaten), (cost, row)
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| job | overrides | status |" in (tmp_path / "summary.md").read_text()
+    events = EventAccumulator(str(tmp_path / "summary"))
+    events.Reload()
+    assert events.Images("sweep/pareto") and events.Tensors("sweep/summary/text_summary")
+    # `litcompress summarize` rebuilds it (exit 1: jobs failed), and takes runs made by hand.
+    assert cli_main(["summarize", str(tmp_path), "--no-tensorboard"]) == 1
+    by_hand = tmp_path.parent / "by_hand"
+    finished = [job for job in jobs if (job / "report.json").exists()]
+    for name, source in zip(("first", "second"), finished, strict=False):
+        shutil.copytree(source, by_hand / name, ignore=shutil.ignore_patterns("job.json"))
+    assert cli_main(["summarize", str(by_hand), "--no-tensorboard"]) == 0
+    with open(by_hand / "summary.csv", newline="") as handle:
+        hand_rows = list(csv.DictReader(handle))
+    assert [(r["job"], r["status"]) for r in hand_rows] == [("first", "done"), ("second", "done")]
 
 
 @pytest.mark.slow

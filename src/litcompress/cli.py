@@ -133,6 +133,16 @@ def parser() -> argparse.ArgumentParser:
     sens.add_argument("--importance", default="l2", help="channel ranking (as compress.prune)")
     sens.add_argument("--output", help="output folder (default: <run>/sensitivity)")
     _threads(sens)
+    summ = commands.add_parser(
+        "summarize",
+        help="the summary of a sweep or any folder of runs",
+        description="One row per run (overrides, status, wall time, accuracy, parameters, MACs, "
+        "file size, CPU latency, speed-up, the techniques' summaries) and the Pareto front of "
+        "accuracy against latency and file size: summary.csv, summary.md, pareto.png and a "
+        "TensorBoard run summary/, written into DIR. Exit status 1 when some runs failed.",
+    )
+    summ.add_argument("folder", metavar="DIR", help="a sweep folder or a folder of run folders")
+    summ.add_argument("--no-tensorboard", action="store_true", help="skip the TensorBoard run")
     return main
 
 
@@ -150,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(format="%(message)s", level=logging.WARNING)
     log.setLevel(logging.INFO)
-    if args.threads is not None:
+    if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             return _bad_input(f"--threads {args.threads} must be at least 1.")
         torch.set_num_threads(args.threads)
@@ -330,11 +340,25 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_summarize(args: argparse.Namespace) -> int:
+    from litcompress.sweeps import summarize
+
+    paths, jobs = summarize(args.folder, tensorboard=not args.no_tensorboard)
+    print(paths["summary.md"].read_text())
+    for path in paths.values():
+        print(path)
+    failed = [job for job in jobs if job.status == "failed"]
+    for job in failed:
+        print(f"failed: {job.name} ({' '.join(job.overrides)}): {job.error} (log: {job.log})")
+    return EXIT_FAILED if failed else 0
+
+
 COMMANDS = {
     "export": run_export,
     "predict": run_predict,
     "evaluate": run_evaluate,
     "sensitivity": run_sensitivity,
+    "summarize": run_summarize,
 }
 
 

@@ -25,3 +25,8 @@ def first_line(error: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(error).__name__
+
+
+class JobFailed(RuntimeError):
+    """A job of a sweep stopped by a clear error (already logged): the job fails, the sweep goes
+    on to the next one and its exit status says that jobs failed."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 import torch
@@ -37,7 +37,7 @@ from litcompress.checkpoint import (
 from litcompress.compress.base import CompressionCallback
 from litcompress.data.base import ClassificationData
 from litcompress.deploy.export import attach_report, check_formats, export_run, failed_exports
-from litcompress.errors import ConfigError, ExportError, OutputError
+from litcompress.errors import ConfigError, ExportError, JobFailed, OutputError, first_line
 from litcompress.module import ClassifierModule
 from litcompress.outputs import (
     check_free_space,
@@ -339,7 +339,9 @@ def check_optimized_metric(names: Any, report_enabled: bool) -> None:
             )
 
 
-def _in_hydra_multirun() -> bool:
+def _in_hydra_multirun(basic_launcher: bool = True) -> bool:
+    """Whether this is a job of a Hydra sweep (with ``basic_launcher``: of one whose jobs run in
+    this process, one after the other)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -347,7 +349,7 @@ def _in_hydra_multirun() -> bool:
         return False
     hydra_cfg = HydraConfig.get()
     basic = "BasicLauncher" in str(hydra_cfg.launcher.get("_target_", ""))
-    return hydra_cfg.mode == RunMode.MULTIRUN and basic
+    return hydra_cfg.mode == RunMode.MULTIRUN and (basic or not basic_launcher)
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -599,10 +601,18 @@ def main(cfg: DictConfig) -> float | None:
         return run(cfg)
     except ConfigError as error:
         log.error("Configuration error: %s", error)
-        raise SystemExit(2) from None
+        _exit(2, error)
     except ExportError as error:
         log.error("The run finished and its results are saved, but an export failed: %s", error)
-        raise SystemExit(1) from None
+        _exit(1, error)
     except OutputError as error:
         log.error("%s", error)
-        raise SystemExit(1) from None
+        _exit(1, error)
+
+
+def _exit(code: int, error: Exception) -> NoReturn:
+    """End with exit status ``code`` (the error is logged); a sweep's job fails instead, as any
+    failing job does, so that the sweep goes on (SystemExit would end it) and reports it."""
+    if _in_hydra_multirun(basic_launcher=False):
+        raise JobFailed(f"{type(error).__name__}: {first_line(error)}") from None
+    raise SystemExit(code) from None
