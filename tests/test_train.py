@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from litcompress.checkpoint import load_network, read_checkpoint
 from litcompress.errors import ConfigError
@@ -77,7 +78,16 @@ def test_report_tensorboard_and_checkpoint_contents(make_config, tmp_path):
     # Two parameter groups: decayed weights and the norm/bias parameters without decay.
     assert {"lr-Adam/pg1", "lr-Adam/pg2", "report/after_params", "report/speedup_b32"} <= scalars
     assert "report/text_summary" in events.Tags()["tensors"]
-    assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
+    # The HParams tab compares runs by the delivered model's figures.
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    metrics = {info.name.tag for info in experiment.metric_infos}
+    assert {
+        "report/after_test_acc",
+        "report/after_latency_ms_b32",
+        "report/after_file_bytes",
+        "report/speedup_b32",
+    } <= metrics
 
     checkpoint = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     meta = checkpoint["litcompress"]
