@@ -8,7 +8,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 
 from litcompress.data import ClassificationData
@@ -134,3 +136,19 @@ def test_experiments_compose_and_build(name):
         num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size
     )
     assert isinstance(net, torch.nn.Module)
+
+
+@pytest.mark.parametrize("name", options("hparams_search"))
+def test_searches_compose_with_their_sweeper_and_a_search_space_that_exists(name):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hparams_search={name}"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert "OptunaSweeper" in sweeper._target_ and str(sweeper.storage).startswith("sqlite:///")
+    objectives = cfg.optimized_metric
+    directions = sweeper.direction
+    if OmegaConf.is_list(objectives):  # one direction per objective
+        assert len(objectives) == len(directions) == 2
+    else:
+        assert directions == "maximize" and objectives == "report/after_test_acc"
+    for key in sweeper.params:  # every searched option exists in the composed config
+        assert OmegaConf.select(cfg, key, throw_on_missing=True) is not None, key

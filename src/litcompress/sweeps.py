@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ COLUMNS = [
     "speedup_b32",
     "pareto_latency",
     "pareto_size",
+    "optuna_best",
     "techniques",
     "error",
 ]
@@ -185,6 +187,34 @@ def pareto_front(points: Sequence[tuple[float, float] | None]) -> list[bool]:
     return front
 
 
+def optuna_best(folder: Path, jobs: Sequence[Job]) -> list[bool]:
+    """Whether each job is one of the best trials of the Optuna study the sweep ran (its best
+    trial, or its Pareto front with two objectives): ``optimization_results.yaml``, which the
+    Optuna sweeper writes at the end, matched to the jobs by their parameters."""
+    results = folder / "optimization_results.yaml"
+    if not results.is_file():
+        return [False] * len(jobs)
+    data = yaml.safe_load(results.read_text()) or {}
+    best = [s["params"] for s in data.get("solutions", [])] or [data.get("best_params") or {}]
+    return [
+        any(best_params and _has_params(job, best_params) for best_params in best) for job in jobs
+    ]
+
+
+def _has_params(job: Job, params: dict[str, Any]) -> bool:
+    given = dict(o.split("=", 1) for o in job.overrides if "=" in o)
+    for name, value in params.items():
+        if name not in given:
+            return False
+        try:
+            if not math.isclose(float(given[name]), float(value), rel_tol=1e-9):
+                return False
+        except ValueError:
+            if str(given[name]) != str(value):
+                return False
+    return True
+
+
 def _points(jobs: Sequence[Job], cost: str) -> list[tuple[float, float] | None]:
     points = []
     for job in jobs:
@@ -220,8 +250,9 @@ def summarize(
     label_jobs(jobs)
     rows = [job.row() for job in jobs]
     fronts = {cost: pareto_front(_points(jobs, cost)) for cost in COSTS}
-    for row, on_latency, on_size in zip(rows, *fronts.values(), strict=True):
-        row["pareto_latency"], row["pareto_size"] = on_latency, on_size
+    marks = zip(rows, *fronts.values(), optuna_best(root, jobs), strict=True)
+    for row, on_latency, on_size, best in marks:
+        row["pareto_latency"], row["pareto_size"], row["optuna_best"] = on_latency, on_size, best
     paths = {name: root / name for name in SUMMARY_FILES}
     with atomic_path(paths["summary.csv"]) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -316,6 +347,10 @@ class SweepSummary(Callback):
     def __init__(self) -> None:
         self._started: float | None = None
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Where the sweeper may keep its state (an Optuna study in SQLite) before any job runs.
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started = time.time()
 
@@ -345,13 +380,21 @@ class SweepSummary(Callback):
         self._summarize(hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._summarize(config.hydra.sweep.dir)
+        jobs = self._summarize(config.hydra.sweep.dir)
+        failed = [job.name for job in jobs if job.status == "failed"]
+        if failed:  # a sweeper that went on past them (Optuna): the exit status says so
+            raise JobFailed(
+                f"{len(failed)} of {len(jobs)} jobs failed ({', '.join(failed)}): see "
+                f"{Path(config.hydra.sweep.dir) / 'summary.md'} and their job.json."
+            )
 
     @staticmethod
-    def _summarize(folder: str) -> None:
+    def _summarize(folder: str) -> list[Job]:
         # A summary that cannot be written must not fail the job or the sweep.
         try:
-            paths, _ = summarize(folder)
+            paths, jobs = summarize(folder)
             log.info("Sweep summary: %s", paths["summary.md"])
+            return jobs
         except Exception as error:  # noqa: BLE001
             log.warning("The sweep summary could not be written: %s", first_line(error))
+            return []
