@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--num-train", type=int, default=10000)
     parser.add_argument("--budget", type=float, default=0.02, help="accuracy a group may lose")
+    parser.add_argument("--max-batches", type=int, help="validation batches per measurement")
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
     parser.add_argument("--base-run", type=Path, help="a finished fp32 run of the same network")
     parser.add_argument("--output-dir", type=Path, help="keep the runs (default: a temporary one)")
@@ -47,9 +48,10 @@ def main() -> None:
             train([*common, f"trainer.max_epochs={args.epochs}"], base)
         ckpt = next((base / "checkpoints").glob("epoch*.ckpt"))
         out = root / "sensitivity"
-        code = litcompress(
-            ["sensitivity", str(ckpt), "--budget", str(args.budget), "--output", str(out)]
-        )
+        options = ["--budget", str(args.budget), "--output", str(out)]
+        if args.max_batches:
+            options += ["--max-batches", str(args.max_batches)]
+        code = litcompress(["sensitivity", str(ckpt), *options])
         if code:
             raise SystemExit(f"litcompress sensitivity failed (exit {code})")
         finetune = [*common, f"init_from={ckpt}", f"trainer.max_epochs={args.finetune_epochs}"]

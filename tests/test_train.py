@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -199,3 +200,28 @@ def test_not_a_litcompress_checkpoint(make_config, tmp_path):
 def _sizes(stats: dict) -> dict:
     """A report entry without its latencies (timed at the end of each run)."""
     return {k: v for k, v in stats.items() if not k.startswith("latency_ms")}
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAtEpoch(L.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise Interrupted
+
+
+def test_ckpt_path_auto_starts_a_run_then_resumes_it_from_its_folder(make_config, tmp_path):
+    """What a requeued cluster job does: the same command again, in the same folder."""
+    overrides = [*FAST, "model=cnn", "ckpt_path=auto", "report.enabled=false", "test=false"]
+    with pytest.raises(Interrupted):
+        run(make_config(*overrides, output_dir=tmp_path), extra_callbacks=[InterruptAtEpoch(1)])
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+    # A new run in that folder would be refused (another run's checkpoints): this one resumes.
+    run(make_config(*overrides, output_dir=tmp_path))
+    last = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert (last["epoch"], last["global_step"]) == (1, 8)

@@ -196,6 +196,27 @@ class ReportCallback(Callback):
         self.before_form = state_dict.get("before_form") or {}
 
 
+# ckpt_path=auto: resume from the run folder's last.ckpt when there is one, else start (a job that
+# a cluster requeued after a time limit or a preemption runs the same command again).
+AUTO_RESUME = "auto"
+
+
+def auto_resume_path(cfg: DictConfig) -> str | None:
+    """The run folder's ``last.ckpt`` for ``ckpt_path=auto``, or ``None`` (a new run)."""
+    folder = output_folders(cfg).get("callbacks.model_checkpoint.dirpath")
+    if folder is None:
+        raise ConfigError(
+            "ckpt_path=auto resumes from the run's checkpoints/last.ckpt, but this run writes no "
+            "checkpoints (callbacks.model_checkpoint is off): keep it, or give a checkpoint path."
+        )
+    last = folder / "last.ckpt"
+    if last.is_file():
+        log.info("ckpt_path=auto: resuming from %s", last)
+        return str(last)
+    log.info("ckpt_path=auto: no %s yet, starting the run", last)
+    return None
+
+
 def check_inputs(cfg: DictConfig) -> dict[str, Any] | None:
     """Checks that need no data or model, done before anything is built.
 
@@ -221,6 +242,9 @@ def check_inputs(cfg: DictConfig) -> dict[str, Any] | None:
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed={cfg.seed!r} is not an integer: use e.g. seed=42.")
     check_optimizer(cfg.get("optim"))
+    if cfg.ckpt_path == AUTO_RESUME:
+        with open_dict(cfg):
+            cfg.ckpt_path = auto_resume_path(cfg)
     resumed = None
     if cfg.ckpt_path:  # readable, and written by litcompress
         resumed = read_checkpoint(cfg.ckpt_path, "ckpt_path")[CHECKPOINT_KEY]
