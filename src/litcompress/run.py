@@ -34,6 +34,7 @@ from litcompress.checkpoint import (
     require_file,
     technique_of,
 )
+from litcompress.cluster import cluster_plugins
 from litcompress.compress.base import CompressionCallback
 from litcompress.data.base import ClassificationData
 from litcompress.deploy.export import attach_report, check_formats, export_run, failed_exports
@@ -396,6 +397,8 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     resumed = check_inputs(cfg)
     if resumed is not None:
         resume_techniques(cfg, resumed)
+    # A task of a local submitit job: its processes and ranks are submitit's (cluster.py).
+    cluster = cluster_plugins()
     folders = output_folders(cfg)
     check_writable(folders)
     L.seed_everything(cfg.seed, workers=True)
@@ -432,7 +435,11 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         EpochSeed(cfg.seed),  # last: seeds after the other callbacks' epoch-start work
     ]
     trainer: L.Trainer = build(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **ui_switches(cfg, callbacks)
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        **ui_switches(cfg, callbacks),
+        **({"plugins": cluster} if cluster else {}),
     )
 
     if not cfg.ckpt_path:  # a resumed run gets its `before` back from the checkpoint

@@ -32,6 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from litcompress.errors import ConfigError, JobFailed, first_line
@@ -161,7 +162,10 @@ def read_job(folder: Path, root: Path) -> Job:
 
 def label_jobs(jobs: Sequence[Job]) -> None:
     """Give each job the label of what sets it apart: the overrides not shared by every job."""
-    common = set.intersection(*(set(job.overrides) for job in jobs)) if len(jobs) > 1 else set()
+    if len(jobs) == 1:
+        jobs[0].label = jobs[0].name
+        return
+    common = set.intersection(*(set(job.overrides) for job in jobs))
     for job in jobs:
         job.label = " ".join(o for o in job.overrides if o not in common) or job.name
 
@@ -356,7 +360,8 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         hydra = HydraConfig.get()
-        if hydra.mode != RunMode.MULTIRUN:
+        # Once per job: a DDP job's tasks (submitit) all end it, rank 0 records it.
+        if hydra.mode != RunMode.MULTIRUN or rank_zero_only.rank != 0:
             return
         folder = Path(hydra.runtime.output_dir)
         error = None
