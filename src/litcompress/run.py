@@ -230,8 +230,8 @@ def check_inputs(cfg: DictConfig) -> dict[str, Any] | None:
         raise ConfigError(
             f"trainer.strategy={cfg.trainer.strategy} cannot run inside a `-m` sweep with Hydra's "
             f"basic launcher. Run each DDP job on its own (python train.py trainer=ddp ...), or "
-            f"sweep with a launcher that starts one process per job: pip install "
-            f"hydra-submitit-launcher, then add hydra/launcher=submitit_local (or submitit_slurm)."
+            f"sweep with a launcher that starts one process per job: add cluster=local "
+            f"(submitit, on this machine) or cluster=slurm."
         )
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
