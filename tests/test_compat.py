@@ -5,6 +5,7 @@ Each test fails loudly when an upgrade of torch, torchao or Lightning moves or c
 
 from __future__ import annotations
 
+import copy
 import inspect
 import platform
 import shutil
@@ -124,3 +125,34 @@ def test_model_checkpoint_still_saves_through_the_hook_epoch_checkpoint_verifies
         "trainer",
         "filepath",
     ]
+
+
+def test_torchao_pattern_graphs_are_exported_once_per_process(monkeypatch):
+    import torchao.quantization.pt2e.qat_utils as qat_utils
+    import torchao.quantization.pt2e.utils as pt2e_utils
+
+    from litcompress.quant.backends import prepare
+
+    compat.cache_pattern_graphs()
+    cached = pt2e_utils._get_aten_graph_module_for_pattern
+    assert getattr(cached, "_litcompress_cached", False)
+    assert qat_utils._get_aten_graph_module_for_pattern is cached  # imported there by name
+    # torchao's own function (what the cache keys on): a pattern, its inputs, the device.
+    parameters = list(inspect.signature(cached.__wrapped__).parameters)
+    assert parameters[:3] == ["pattern", "example_inputs", "is_cuda"]
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
+    x = torch.randn(2, 3, 8, 8)
+    calls = []
+    original = torch.export.export
+    monkeypatch.setattr(
+        torch.export, "export", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    cached.cache.clear()  # as in a new process
+    outputs, exports = [], []
+    for _ in range(2):  # the second prepare takes every pattern from the cache
+        before = len(calls)
+        model = prepare(copy.deepcopy(net), backend="pt2e", input_shape=(3, 8, 8))
+        outputs.append(model(x))
+        exports.append(len(calls) - before)
+    assert exports[1] == 1 < exports[0]  # the network itself, no pattern
+    assert torch.equal(outputs[0], outputs[1])

@@ -8,6 +8,7 @@ there, loudly, instead of somewhere in a training run.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -114,3 +115,69 @@ def epoch_to_resume(trainer: Any) -> int:
     """
     finished = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
     return trainer.current_epoch + int(bool(finished))
+
+
+# -- torchao PT2E: the pattern graphs of every prepare and convert, exported once per process ---
+_PATTERN_USERS = (
+    "torchao.quantization.pt2e.utils",
+    "torchao.quantization.pt2e.qat_utils",
+    "torchao.quantization.pt2e.reference_representation_rewrite",
+)
+
+
+def _pattern_key(pattern: Any, example_inputs: tuple, is_cuda: bool, kwargs: dict) -> Any:
+    """What a pattern graph depends on: the pattern's code and closure, the inputs' shapes and
+    dtypes (tracing never reads their values), the device; ``None`` when not hashable."""
+    # torchao wraps each pattern function in a module (_WrapperModule) whose `fn` it calls.
+    function = getattr(pattern, "fn", None) if isinstance(pattern, torch.nn.Module) else pattern
+    if isinstance(pattern, torch.nn.Module) and (list(pattern.parameters()) or function is None):
+        return None
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return None
+    closure = tuple(cell.cell_contents for cell in function.__closure__ or ())
+
+    def spec(x: Any) -> Any:
+        return (tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else x
+
+    inputs = tuple(spec(x) for x in example_inputs)
+    key = (type(pattern), code, closure, getattr(function, "__defaults__", None), inputs, is_cuda)
+    key += (tuple(sorted((name, spec(value)) for name, value in kwargs.items())),)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def cache_pattern_graphs() -> None:
+    """Export each of torchao's pattern graphs once per process instead of at every call.
+
+    Every PT2E prepare and convert matches dozens of small patterns (conv-BatchNorm fusion for
+    QAT, its folding at conversion), each first captured with ``torch.export`` (~0.5 s, ~150 of
+    them in one QAT run). The graph depends only on the pattern's code and the inputs' shapes, so
+    it is cached; callers get a copy (they may rewrite it). Idempotent.
+    """
+    import importlib
+
+    utils = importlib.import_module(_PATTERN_USERS[0])
+    original = utils._get_aten_graph_module_for_pattern
+    if getattr(original, "_litcompress_cached", False):
+        return
+    cache: dict[Any, torch.fx.GraphModule] = {}
+
+    def cached(pattern, example_inputs, is_cuda=False, **kwargs):  # noqa: ANN001, ANN202
+        key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
+        if key is None:
+            return original(pattern, example_inputs, is_cuda, **kwargs)
+        if key not in cache:
+            cache[key] = original(pattern, example_inputs, is_cuda, **kwargs)
+        return copy.deepcopy(cache[key])
+
+    cached._litcompress_cached = True
+    cached.__wrapped__ = original
+    cached.cache = cache
+    for name in _PATTERN_USERS:  # each imported the function by name
+        module = importlib.import_module(name)
+        if hasattr(module, "_get_aten_graph_module_for_pattern"):
+            module._get_aten_graph_module_for_pattern = cached

@@ -177,7 +177,9 @@ def quantization_histograms(float_net: nn.Module, int8: nn.Module) -> dict[str, 
             if isinstance(value, torch.Tensor) and value.dtype == torch.int8 and value.dim() > 1:
                 int8_weights.append(value.flatten())
         name = str(node.target)
-        if node.op == "call_function" and "quantize_per_tensor" in name and "dequant" not in name:
+        quantizes = node.op == "call_function" and "quantize_per_tensor" in name
+        # PT2E's decomposed op: (input, scale, zero_point, quant_min, quant_max, dtype).
+        if quantizes and "dequant" not in name and len(node.args) >= 5:
             scale, _, low, high = node.args[1:5]
             if isinstance(scale, float):
                 ranges.append(scale * (high - low))

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from litcompress.compat import cpp_compiler, cpp_compiler_setting
+from litcompress.compat import cache_pattern_graphs, cpp_compiler, cpp_compiler_setting
 from litcompress.errors import ConfigError
 from litcompress.quant.fake_quant import FakeQuantNet
 
@@ -127,6 +127,7 @@ def quantize_post_training(
     observed on the calibration ``batches`` and converted. Returns the int8 model (on the CPU,
     as ``net``) and the number of images it was calibrated on.
     """
+    cache_pattern_graphs()
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     exported = export_float(net, input_shape, "compress=ptq")
@@ -166,6 +167,7 @@ def prepare(
     Raises:
         ConfigError: the network cannot be traced; the message names the failing op or module.
     """
+    cache_pattern_graphs()
     device = next(net.parameters()).device
     example = (torch.randn(TRACE_BATCH, *input_shape, device=device),)
     net.train()
@@ -209,6 +211,7 @@ def _first_lines(error: Exception, lines: int = 6) -> str:
 
 def convert(fake_quant: FakeQuantNet) -> nn.Module:
     """The int8 model of a fake-quantized network on the CPU (``fake_quant`` is consumed)."""
+    cache_pattern_graphs()
     fake_quant.eval()
     fake_quant.sync_mode()
     graph = fake_quant.graph
