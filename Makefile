@@ -36,6 +36,10 @@ bench: install
 	$(PY) bench/qat.py
 	$(PY) bench/distill.py
 	$(PY) bench/deploy.py
+	$(PY) bench/ptq.py
+	$(PY) bench/sparsity.py
+	$(PY) bench/sensitivity.py
+	$(PY) bench/distill.py --hard --students-only --features layer1,layer2,layer3
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache
