@@ -199,10 +199,9 @@ def optuna_best(folder: Path, jobs: Sequence[Job]) -> list[bool]:
     if not results.is_file():
         return [False] * len(jobs)
     data = yaml.safe_load(results.read_text()) or {}
-    best = [s["params"] for s in data.get("solutions", [])] or [data.get("best_params") or {}]
-    return [
-        any(best_params and _has_params(job, best_params) for best_params in best) for job in jobs
-    ]
+    best = [s["params"] for s in data.get("solutions", [])] or [data.get("best_params")]
+    best = [params for params in best if params]  # no trial finished: nothing is best
+    return [any(_has_params(job, params) for params in best) for job in jobs]
 
 
 def _has_params(job: Job, params: dict[str, Any]) -> bool:
