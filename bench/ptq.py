@@ -106,7 +106,8 @@ def main() -> None:
     print(
         f"## PTQ vs QAT vs fp32 on shapes: fp32 for {args.epochs} epochs ({args.num_train} "
         f"training images, Adam); PTQ calibrated on {args.calibration_batches} batches of 128 "
-        f"({args.observer} observer); QAT fine-tuned for {args.qat_epochs} epochs\n"
+        f"({args.observer} observer); QAT fine-tuned for {args.qat_epochs} "
+        f"epoch{'s' if args.qat_epochs != 1 else ''}\n"
     )
     print(
         "| network | fp32 test acc | PTQ int8 | QAT int8 | QAT recovers of PTQ's loss "

@@ -309,6 +309,7 @@ def pareto_figure(jobs: Sequence[Job], fronts: dict[str, list[bool]]) -> Any:
     """Accuracy against each cost: every finished job a point, the Pareto-optimal ones marked,
     joined and labelled with their overrides."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
 
     figure = Figure(figsize=(11, 4.6), layout="constrained")
     for axes, (cost, label) in zip(figure.subplots(1, len(COSTS)), COSTS.items(), strict=True):
@@ -337,6 +338,8 @@ def pareto_figure(jobs: Sequence[Job], fronts: dict[str, list[bool]]) -> Any:
                 textcoords="offset points",
             )
         axes.set_xlabel(label)
+        if cost == "file_bytes":  # 500k, 1M rather than an offset of 1e6
+            axes.xaxis.set_major_formatter(EngFormatter())
         axes.set_ylabel("test accuracy of the delivered model")
         axes.set_title(f"Pareto front: accuracy against {label.split(' (')[0]}", fontsize=9)
         axes.grid(alpha=0.3)
