@@ -37,6 +37,11 @@ NETWORKS: dict[str, tuple[str, list[str], list[str]]] = {
         ["compress=prune"],
     ),
     "mobilenet_v2": ("MobileNetV2 (depthwise)", ["model=mobilenet"], []),
+    "mobilenet_v2_0.5": (
+        "MobileNetV2 x0.5 (depthwise)",
+        ["model=mobilenet", "model.width_mult=0.5"],
+        [],
+    ),
 }
 
 
