@@ -47,6 +47,8 @@ class CompressionCallback(Callback):
             only this technique's :meth:`deploy` makes the model a run delivers, so a run that
             starts from such a checkpoint must use the technique again.
         delivered_hint: where the model this technique delivers is, and how to load it.
+        delivers_int8: the model this technique delivers runs int8 kernels, whose speed depends
+            on the layers' widths (pruning before it warns about widths they run slowly).
 
     A technique that changes the form records it in ``pl_module.form[form_key]`` (a plain,
     ``weights_only``-safe value) and, when it does so mid-training, calls
@@ -58,6 +60,7 @@ class CompressionCallback(Callback):
     form_key: ClassVar[str | None] = None
     form_needs_deploy: ClassVar[bool] = False
     delivered_hint: ClassVar[str] = ""
+    delivers_int8: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

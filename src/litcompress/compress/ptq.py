@@ -52,6 +52,7 @@ class PTQCallback(CompressionCallback):
 
     name = "ptq"
     order = 30  # last: it quantizes whatever pruning and distillation made of the network
+    delivers_int8 = True
 
     def __init__(
         self,

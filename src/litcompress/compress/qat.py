@@ -54,6 +54,7 @@ class QATCallback(CompressionCallback):
 
     name = "qat"
     order = 30  # last: it quantizes whatever pruning and distillation made of the network
+    delivers_int8 = True
     form_key = "quantization"
     form_needs_deploy = True
     delivered_hint = "the run folder's model_int8.pt2, litcompress.quant.artifact.load_int8"
