@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +43,98 @@ def read_checkpoint(path: str | os.PathLike[str], option: str = "checkpoint") ->
     """Load a litcompress checkpoint on the CPU without unpickling arbitrary objects.
 
     Raises:
-        ConfigError: the file is missing, unreadable, or was not written by litcompress.
+        ConfigError: the file is missing, unreadable, or was not written by litcompress; the
+            message names the readable checkpoints beside it (the same run's), newest first.
     """
     resolved = require_file(path, option)
     try:
         checkpoint = torch.load(resolved, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or foreign files
         raise ConfigError(
-            f"{option}={path} could not be read as a checkpoint ({type(error).__name__}: {error}). "
-            f"Use a .ckpt file written by litcompress."
+            f"{option}={path} could not be read as a checkpoint ({_why(resolved, error)}). Use a "
+            f".ckpt file written by litcompress." + _instead(resolved, option)
         ) from error
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise ConfigError(
             f"{option}={path} is not a litcompress checkpoint (no '{CHECKPOINT_KEY}' entry). "
-            f"Use a .ckpt file from outputs/runs/<run>/checkpoints/."
+            f"Use a .ckpt file from outputs/runs/<run>/checkpoints/." + _instead(resolved, option)
         )
     return checkpoint
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """A checkpoint file that reads as a litcompress checkpoint, and where its run was."""
+
+    path: Path
+    epoch: int
+    global_step: int
+
+    def __str__(self) -> str:
+        return f"{self.path} (epoch {self.epoch}, step {self.global_step})"
+
+
+def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be resumed from (``None``: it reads as a litcompress checkpoint)."""
+    return _probe(Path(path))[1]
+
+
+def readable_checkpoints(
+    folder: str | os.PathLike[str], skip: tuple[Path, ...] = ()
+) -> list[CheckpointFile]:
+    """The checkpoints in ``folder`` (one run's) that read as litcompress checkpoints, newest
+    first: by training step, then epoch, ``last.ckpt`` before a best checkpoint of the same
+    step. ``skip``: files not to consider."""
+    found = []
+    skipped = {p.resolve() for p in skip}
+    for path in sorted(Path(folder).glob("*.ckpt")):
+        if path.resolve() in skipped:
+            continue
+        checkpoint, _ = _probe(path)
+        if checkpoint is not None:
+            found.append(checkpoint)
+
+    def newest(c: CheckpointFile) -> tuple:
+        return (c.global_step, c.epoch, c.path.stem.startswith("last"), c.path.stat().st_mtime)
+
+    return sorted(found, key=newest, reverse=True)
+
+
+def _probe(path: Path) -> tuple[CheckpointFile | None, str | None]:
+    """Open ``path`` as a checkpoint without reading its tensors (``mmap``)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001  (truncated, empty, foreign: all unreadable)
+        return None, _why(path, error)
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
+        return None, f"not a litcompress checkpoint (no '{CHECKPOINT_KEY}' entry)"
+    epoch, step = checkpoint.get("epoch", -1), checkpoint.get("global_step", -1)
+    return CheckpointFile(path, int(epoch), int(step)), None
+
+
+def _why(path: Path, error: Exception) -> str:
+    """What was wrong with a file that did not load, in a few words."""
+    if path.is_file() and path.stat().st_size == 0:
+        return "the file is empty: 0 bytes"
+    message = str(error).splitlines()[0] if str(error).strip() else "no message"
+    return f"{type(error).__name__}: {message}"
+
+
+def _instead(path: Path, option: str) -> str:
+    """The readable checkpoints beside ``path``, for a message about it."""
+    others = readable_checkpoints(path.parent, skip=(path,))
+    if not others:
+        return f" No other checkpoint in {path.parent} can be read."
+    auto = (
+        " (or ckpt_path=auto with that run's hydra.run.dir, which skips unreadable ones)"
+        if option == "ckpt_path"
+        else ""
+    )
+    return (
+        f" Readable checkpoints of the same run, newest first: "
+        f"{'; '.join(str(c) for c in others[:5])}{'; ...' if len(others) > 5 else ''}. Use one "
+        f"of them: {option}={others[0].path}{auto}."
+    )
 
 
 def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -3,23 +3,46 @@
 A run writes into its folder (``paths.output_dir``), its checkpoint folder and its loggers'
 folders. :func:`check_writable` makes and probes each before anything is built,
 :func:`check_free_space` checks room for a few checkpoints once the network is known, and
-:func:`claim_checkpoint_folder` refuses to mix two runs' checkpoints in one folder.
+:func:`claim_checkpoint_folder` refuses to mix two runs' checkpoints in one folder (two runs
+started at once are kept apart earlier, by :mod:`litcompress.run_folder`).
+
+:class:`AtomicCheckpointIO` writes each checkpoint beside its place and renames it there, so that
+a disk that fills mid-write leaves the previous checkpoints whole; :func:`disk_failure` and
+:func:`disk_failure_message` turn a full (or failing) disk into one paragraph that says where to
+resume from, and :func:`reserve_room` keeps a little room for that paragraph in ``train.log``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shlex
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig
 
+from litcompress.checkpoint import readable_checkpoints
 from litcompress.errors import ConfigError
 
 # Checkpoints a run must have room for (best, last, and one being written).
 CHECKPOINTS_OF_ROOM = 4
+# What a full or failing disk is called in the message, by errno.
+DISK_FAILURES = {
+    errno.ENOSPC: "full",
+    errno.EDQUOT: "over its quota",
+    errno.EIO: "failing (input/output error)",
+}
+# Room kept in the run folder for the last words of a run whose disk fills (train.log).
+RESERVE_FILE = ".litcompress.reserve"
+RESERVE_BYTES = 256 * 1024
+# Options a resume command does not repeat (it sets its own run folder and checkpoint).
+NOT_REPEATED = ("ckpt_path", "init_from", "overwrite", "hydra.run.dir")
 
 
 def output_folders(cfg: DictConfig) -> dict[str, Path]:
@@ -84,6 +107,7 @@ def claim_checkpoint_folder(folder: Path, resuming: bool, overwrite: bool) -> No
     Raises:
         ConfigError: a new run would write beside another run's checkpoints.
     """
+    _remove_stale_partials(folder)
     existing = sorted(_checkpoints(folder)) if folder.is_dir() else []
     if not existing or resuming:
         return
@@ -102,3 +126,138 @@ def claim_checkpoint_folder(folder: Path, resuming: bool, overwrite: bool) -> No
 
 def _checkpoints(folder: Path) -> Iterable[Path]:
     return folder.rglob("*.ckpt")
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """Delete what :class:`AtomicCheckpointIO` left of a write that a killed process never
+    finished (``.<name>.<pid>.partial`` of a pid that no longer runs)."""
+    for partial in folder.glob(".*.partial") if folder.is_dir() else []:
+        pid = partial.suffixes[-2].lstrip(".") if len(partial.suffixes) >= 2 else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic on a local disk: a checkpoint is written to a
+    hidden file beside its place, synced, and renamed over it. A write that fails (a full disk)
+    leaves the file of that name as it was, and no partial file.
+
+    (Lightning 2.6 writes into a temporary file under ``/tmp`` and moves it: across filesystems
+    the move copies into the destination, so a disk that fills mid-copy truncates ``last.ckpt``.)
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        """Write ``checkpoint`` to ``path`` whole or not at all (remote paths: Lightning's way)."""
+        if "://" in str(path) or storage_options is not None:
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, target)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise OSError(error.errno, error.strerror, str(target)) from error
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+
+
+def disk_failure(error: BaseException) -> OSError | None:
+    """The error in ``error``'s chain that says a disk is full, over its quota or failing
+    (Lightning raises a second one while closing the loggers: either may carry it)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FAILURES:
+            return current
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return None
+
+
+def failed_folder(error: OSError, folders: dict[str, Path]) -> Path:
+    """The folder whose disk failed: the one of the file being written when the error says it,
+    else (a writer that does not: TensorBoard's) the run's folder with the least room left."""
+    for name in (error.filename2, error.filename):  # a move's destination, or the file written
+        if name:
+            return existing_ancestor(Path(os.fsdecode(name)).parent)
+    return min(folders.values(), key=lambda f: shutil.disk_usage(existing_ancestor(f)).free)
+
+
+def disk_failure_message(cfg: DictConfig, error: OSError, overrides: Sequence[str] | None) -> str:
+    """One paragraph for a run stopped by a full or failing disk: which folder, the last
+    checkpoint that reads whole, and the command that resumes from it.
+
+    ``overrides``: the command-line options of the run (Hydra's), repeated in that command.
+    """
+    folders = output_folders(cfg)
+    folder = failed_folder(error, folders)
+    run_dir = Path(cfg.paths.output_dir).absolute()
+    state = DISK_FAILURES[error.errno]
+    where = f": {error.filename2 or error.filename}" if (error.filename2 or error.filename) else ""
+    message = (
+        f"The disk that holds {folder} is {state} ({error.strerror}{where}), so the run stopped."
+    )
+    checkpoints = folders.get("callbacks.model_checkpoint.dirpath")
+    readable = readable_checkpoints(checkpoints) if checkpoints and checkpoints.is_dir() else []
+    fix = "Free space on it" if error.errno != errno.EIO else "Check or replace the disk"
+    if not readable:
+        return (
+            f"{message} No checkpoint was complete yet. {fix}, then start the run again "
+            f"(with overwrite=true in {run_dir})."
+        )
+    kept = [o for o in overrides or [] if o.lstrip("+~").split("=", 1)[0] not in NOT_REPEATED]
+    command = shlex.join(
+        ["python", "train.py", *kept, f"hydra.run.dir={run_dir}", f"ckpt_path={readable[0].path}"]
+    )
+    if overrides is None:
+        command = command.replace("train.py", "train.py <the run's options>", 1)
+    return (
+        f"{message} The last complete checkpoint is {readable[0]}; the checkpoints written before "
+        f"are intact (each is written whole, then renamed into place). {fix}, then resume: "
+        f"{command} (or ckpt_path=auto in place of ckpt_path=..., which takes the newest "
+        f"checkpoint of that folder that reads whole). The epochs after it are trained again."
+    )
+
+
+def reserve_room(folder: Path) -> Path | None:
+    """Keep :data:`RESERVE_BYTES` of ``folder``'s disk for the run's last words (``None``: there is
+    not even that much room, which the checks before training say)."""
+    path = folder / RESERVE_FILE
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as file:
+            file.write(bytes(RESERVE_BYTES))  # written, not sparse: the blocks are taken
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def release_room(path: Path | None) -> None:
+    """Give back the room :func:`reserve_room` kept."""
+    if path is not None:
+        path.unlink(missing_ok=True)

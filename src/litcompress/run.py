@@ -27,9 +27,11 @@ from litcompress.checkpoint import (
     CHECKPOINT_KEY,
     OWNERS_KEY,
     build_network,
+    checkpoint_problem,
     form_of,
     form_record,
     read_checkpoint,
+    readable_checkpoints,
     rebuild_network,
     require_file,
     technique_of,
@@ -41,10 +43,15 @@ from litcompress.deploy.export import attach_report, check_formats, export_run, 
 from litcompress.errors import ConfigError, ExportError, JobFailed, OutputError, first_line
 from litcompress.module import ClassifierModule
 from litcompress.outputs import (
+    AtomicCheckpointIO,
     check_free_space,
     check_writable,
     claim_checkpoint_folder,
+    disk_failure,
+    disk_failure_message,
     output_folders,
+    release_room,
+    reserve_room,
 )
 from litcompress.report import (
     REPORT_FIGURES,
@@ -56,6 +63,7 @@ from litcompress.report import (
     time_side_by_side,
     write_report,
 )
+from litcompress.run_folder import first_process
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +211,15 @@ AUTO_RESUME = "auto"
 
 
 def auto_resume_path(cfg: DictConfig) -> str | None:
-    """The run folder's ``last.ckpt`` for ``ckpt_path=auto``, or ``None`` (a new run)."""
+    """The checkpoint ``ckpt_path=auto`` resumes from, or ``None`` (a new run).
+
+    The run folder's ``last.ckpt``; when it cannot be read (a node that died while writing it, a
+    bad disk) or is missing, the newest checkpoint of the run that reads whole, with a warning
+    that says what was skipped and why: the epochs after it are trained again.
+
+    Raises:
+        ConfigError: the run writes no checkpoints, or none of its checkpoints can be read.
+    """
     folder = output_folders(cfg).get("callbacks.model_checkpoint.dirpath")
     if folder is None:
         raise ConfigError(
@@ -211,11 +227,42 @@ def auto_resume_path(cfg: DictConfig) -> str | None:
             "checkpoints (callbacks.model_checkpoint is off): keep it, or give a checkpoint path."
         )
     last = folder / "last.ckpt"
-    if last.is_file():
+    present = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    if not present:
+        log.info("ckpt_path=auto: no %s yet, starting the run", last)
+        return None
+    if last.is_file() and checkpoint_problem(last) is None:
         log.info("ckpt_path=auto: resuming from %s", last)
         return str(last)
-    log.info("ckpt_path=auto: no %s yet, starting the run", last)
-    return None
+    readable = readable_checkpoints(folder)
+    taken = {checkpoint.path for checkpoint in readable}
+    skipped = [f"{path.name}: {checkpoint_problem(path)}" for path in present if path not in taken]
+    if not last.is_file():
+        skipped.insert(0, f"{last.name}: missing")
+    if readable:
+        log.warning(
+            "ckpt_path=auto: resuming from %s, the newest checkpoint of %s that reads whole, and "
+            "not from %s (skipped: %s). The epochs after it are trained again; from it, the "
+            "resume is exact.",
+            readable[0],
+            folder,
+            last.name,
+            "; ".join(skipped),
+        )
+        return str(readable[0].path)
+    if cfg.get("overwrite"):
+        log.warning(
+            "ckpt_path=auto: no checkpoint of %s can be read (%s); overwrite=true: the run "
+            "starts again and deletes them.",
+            folder,
+            "; ".join(skipped),
+        )
+        return None
+    raise ConfigError(
+        f"ckpt_path=auto: no checkpoint in {folder} can be read ({'; '.join(skipped)}), so the "
+        f"run cannot resume. Start it again in that folder with overwrite=true (which deletes "
+        f"them), or in a new folder."
+    )
 
 
 def check_inputs(cfg: DictConfig) -> dict[str, Any] | None:
@@ -439,7 +486,8 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         callbacks=callbacks,
         logger=loggers or False,
         **ui_switches(cfg, callbacks),
-        **({"plugins": cluster} if cluster else {}),
+        # A full disk leaves the checkpoints written before whole (outputs.AtomicCheckpointIO).
+        plugins=[*cluster, AtomicCheckpointIO()],
     )
 
     if not cfg.ckpt_path:  # a resumed run gets its `before` back from the checkpoint
@@ -626,8 +674,11 @@ def deploy(
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Entry point for ``train.py``: runs and turns a ConfigError into one clear paragraph."""
+    """Entry point for ``train.py``: runs, and turns a ConfigError, a failed export or a full
+    disk into one clear paragraph (logged, and in ``train.log``) and an exit status."""
     torch.set_float32_matmul_precision("high")
+    # Room for the last words of a run whose disk fills, given back when it ends.
+    reserve = reserve_room(Path(cfg.paths.output_dir)) if first_process() else None
     try:
         return run(cfg)
     except ConfigError as error:
@@ -639,6 +690,27 @@ def main(cfg: DictConfig) -> float | None:
     except OutputError as error:
         log.error("%s", error)
         _exit(1, error)
+    except Exception as error:
+        failure = disk_failure(error)
+        if failure is None:
+            raise
+        release_room(reserve)
+        message = disk_failure_message(cfg, failure, _command_line_overrides())
+        previous, logging.raiseExceptions = logging.raiseExceptions, False
+        try:  # a train.log that still cannot be written: the console has the message
+            log.error("%s", message)
+        finally:
+            logging.raiseExceptions = previous
+        _exit(1, OutputError(message))
+    finally:
+        release_room(reserve)
+
+
+def _command_line_overrides() -> list[str] | None:
+    """The run's command-line options (Hydra's task overrides), ``None`` outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
 def _exit(code: int, error: Exception) -> NoReturn:
