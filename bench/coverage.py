@@ -11,6 +11,7 @@ the user gets (the run's one-paragraph configuration error, or the last line of 
 
     python bench/coverage.py                           # all models (about an hour on 2 cores)
     python bench/coverage.py --models resnet18 googlenet --image-size 32
+    python bench/coverage.py --round-to 8 --models regnet_y_400mf   # widths multiples of 8
     python bench/coverage.py --render a.json b.json    # one table from runs split over processes
 """
 
@@ -29,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def overrides(name: str, image_size: int, backend: str) -> list[str]:
+def overrides(name: str, image_size: int, backend: str, round_to: int | None = None) -> list[str]:
+    rounding = [] if round_to is None else [f"compress.prune.round_to={round_to}"]
     return [
         "model=torchvision",
         f"model.name={name}",
@@ -46,6 +48,7 @@ def overrides(name: str, image_size: int, backend: str) -> list[str]:
         "trainer.limit_test_batches=1",
         "compress=[prune,qat]",
         "compress.prune.start_epoch=0",
+        *rounding,
         "compress.qat.start_epoch=0",
         f"compress.qat.backend={backend}",
         "report.enabled=false",
@@ -57,7 +60,9 @@ def overrides(name: str, image_size: int, backend: str) -> list[str]:
     ]
 
 
-def run_one(name: str, image_size: int, backend: str, output_dir: Path) -> None:
+def run_one(
+    name: str, image_size: int, backend: str, round_to: int | None, output_dir: Path
+) -> None:
     """In a child process: the run, then the sizes of the networks it started and ended with."""
     sys.path.insert(0, str(ROOT / "bench"))
     from _runs import compose_config
@@ -65,7 +70,7 @@ def run_one(name: str, image_size: int, backend: str, output_dir: Path) -> None:
     from litcompress.report import count_macs, count_params
     from litcompress.run import main
 
-    cfg = compose_config(overrides(name, image_size, backend), output_dir)
+    cfg = compose_config(overrides(name, image_size, backend, round_to), output_dir)
     main(cfg)
     meta = read_checkpoint(output_dir / "checkpoints" / "last.ckpt")["litcompress"]
     config = meta["model_config"]
@@ -92,7 +97,7 @@ def message_of(output: str) -> str:
     return (tail or lines or ["no output"])[-1].strip()
 
 
-def check(name: str, image_size: int, backend: str, timeout_s: float) -> dict:
+def check(name: str, image_size: int, backend: str, round_to: int | None, timeout_s: float) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         output_dir = Path(folder) / "run"
         command = [
@@ -106,6 +111,7 @@ def check(name: str, image_size: int, backend: str, timeout_s: float) -> dict:
             backend,
             "--output-dir",
             str(output_dir),
+            *([] if round_to is None else ["--round-to", str(round_to)]),
         ]
         start = time.perf_counter()
         try:
@@ -144,11 +150,16 @@ def row(entry: dict) -> str:
 
 
 def _short(message: str, limit: int = 260) -> str:
-    """The message up to the sentence that says what to do, for a table cell."""
+    """For a table cell: the message, or its first sentences up to ``limit`` characters and,
+    when it fits in as many again, its last sentence (what to do)."""
     if len(message) <= limit:
         return message
     cut = message.rfind(". ", 0, limit)
-    return message[: cut + 1] if cut > 0 else message[:limit] + "..."
+    start = message[: cut + 1] if cut > 0 else message[:limit] + "..."
+    last = message.rfind(". ", len(start))
+    if last > 0 and len(message) - last <= limit:
+        return f"{start} ... {message[last + 2 :]}"
+    return start
 
 
 def print_table(results: list[dict]) -> None:
@@ -165,6 +176,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="default: every torchvision classifier")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--backend", default="pt2e", choices=["pt2e", "fx"])
+    parser.add_argument(
+        "--round-to", type=int, help="compress.prune.round_to (e.g. 8); default: null"
+    )
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
@@ -174,18 +188,20 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        run_one(args.one, args.image_size, args.backend, args.output_dir)
+        run_one(args.one, args.image_size, args.backend, args.round_to, args.output_dir)
         return
 
     import torchvision
 
+    import litcompress
     from litcompress.report import describe_cpu
 
     names = args.models or torchvision.models.list_models(module=torchvision.models)
+    rounding = f", round_to={args.round_to}" if args.round_to else ""
     print(
-        f"# torchvision classifiers through build, training, pruning (ratio 0.5) and int8 "
-        f"({args.backend}) at {args.image_size}x{args.image_size}\n\n{describe_cpu()}; "
-        f"torchvision {torchvision.__version__}\n"
+        f"# torchvision classifiers through build, training, pruning (ratio 0.5{rounding}) and "
+        f"int8 ({args.backend}) at {args.image_size}x{args.image_size}\n\n{describe_cpu()}; "
+        f"torchvision {torchvision.__version__}; litcompress {litcompress.__version__}\n"
     )
     if args.render:  # a table of earlier results (e.g. from several processes), in model order
         found = {e["name"]: e for path in args.render for e in json.loads(path.read_text())}
@@ -193,7 +209,7 @@ def main() -> None:
         return
     results = []
     for name in names:
-        results.append(check(name, args.image_size, args.backend, args.timeout_s))
+        results.append(check(name, args.image_size, args.backend, args.round_to, args.timeout_s))
         print(row(results[-1]), flush=True)
         if args.json:  # after every model: an interrupted run keeps what it measured
             args.json.write_text(json.dumps(results, indent=1))

@@ -266,6 +266,97 @@ def test_round_to_keeps_channel_counts_multiples(make_config, trained_resnet8, t
         assert all(w % 8 == 0 for w in widths) == check, widths
 
 
+class GroupedNet(torch.nn.Module):
+    """A small RegNet/ResNeXt: residual bottlenecks whose 3x3 convolution is grouped, one block
+    per ``(groups, group_width)`` of ``blocks``."""
+
+    def __init__(self, num_classes, in_channels, image_size, blocks=((4, 8),), width=16):
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width)
+        )
+        self.blocks = nn.ModuleList()
+        for groups, group_width in blocks:
+            inner = groups * group_width
+            self.blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(width, inner, 1), nn.BatchNorm2d(inner), nn.ReLU(),
+                    nn.Conv2d(inner, inner, 3, padding=1, groups=groups), nn.BatchNorm2d(inner),
+                    nn.ReLU(), nn.Conv2d(inner, width, 1), nn.BatchNorm2d(width),
+                )
+            )  # fmt: skip
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x).relu()
+        for block in self.blocks:
+            x = (x + block(x)).relu()
+        return self.head(x.mean((2, 3)))
+
+
+def grouped_net(*blocks: tuple[int, int]) -> list[str]:
+    """Overrides for a GroupedNet of ``blocks`` (groups, group width), as a user's model config."""
+    return [
+        "model=cnn",
+        "model._target_=tests.test_prune.GroupedNet",
+        "~model.width",
+        f"+model.blocks={[list(b) for b in blocks]}".replace(" ", ""),
+    ]
+
+
+def grouped_convs(net: torch.nn.Module) -> list[tuple[int, int]]:
+    """(channels, groups) of each grouped convolution of ``net``."""
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    return [(m.out_channels, m.groups) for m in convs]
+
+
+def test_round_to_keeps_grouped_convolutions_multiples_by_narrowing_each_group(
+    make_config, tmp_path
+):
+    # 4 groups of 8 at ratio 0.5 keep 4 each: 16 channels, a multiple of 8 (torch-pruning alone
+    # rounded 32 - 4 down to 24, removed 8 from each group of 8 and left the layer whole);
+    # 32 groups of 2 keep 1 each (32); 6 groups of 8 keep 4 each (24).
+    report = train(
+        make_config,
+        *TINY_SHAPES,
+        *grouped_net((4, 8), (32, 2), (6, 8)),
+        "compress.prune.start_epoch=0",
+        "compress.prune.round_to=8",
+        output_dir=tmp_path,
+    )
+    net = load_network(tmp_path / "checkpoints" / "last.ckpt")  # weights_only=True, replayed
+    assert grouped_convs(net) == [(16, 4), (32, 32), (24, 6)]
+    widths = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w % 8 == 0 for w in widths), widths
+    assert report["prune"]["achieved_ratio"] >= 0.45
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_a_grouped_convolution_round_to_cannot_prune_is_refused_with_a_round_to_that_works(
+    make_config, tmp_path
+):
+    # 3 groups of 8: 3 x k is a multiple of 8 only for k = 8, every channel of a group.
+    overrides = [*TINY_SHAPES, *grouped_net((4, 8), (3, 8)), "compress.prune.start_epoch=0"]
+    with pytest.raises(ConfigError) as refused:
+        train(make_config, *overrides, "compress.prune.round_to=8", output_dir=tmp_path / "8")
+    message = str(refused.value)
+    assert "blocks.1.3 (24)" in message
+    assert (
+        "blocks.1.3 is pruned in 3 channel groups of 8 (a grouped convolution, or a layer "
+        "coupled to one), which torch-pruning narrows alike: it keeps 3 x k channels, with "
+        "k = int(8 x (1 - 0.5)) = 4 per group, and 3 x k is a multiple of round_to=8 only when "
+        "k is a multiple of 8: rounded down, k = 0, so the layer stays whole" in message
+    )
+    assert "at most compress.prune.ratio" not in message  # a group keeps all 8 or none
+    fix = re.search(r"set (compress\.prune\.round_to=\d+)", message)
+    assert fix and fix[1] == "compress.prune.round_to=4", message
+    report = train(make_config, *overrides, fix[1], output_dir=tmp_path / "4")  # the fix works
+    net = load_network(tmp_path / "4" / "checkpoints" / "last.ckpt")
+    assert grouped_convs(net) == [(16, 4), (12, 3)]
+    assert report["prune"]["achieved_ratio"] >= 0.45
+
+
 def test_pruning_before_int8_warns_of_widths_int8_kernels_run_slowly(make_config, tmp_path, caplog):
     # A CIFAR ResNet pruned by 0.3 keeps 11 of 16 channels: slower in int8 than unpruned.
     with caplog.at_level(logging.WARNING, logger="litcompress"):

@@ -1,9 +1,9 @@
 """Every use of a private API of torch, torchao or Lightning, in one place.
 
 Each function wraps one private name or internal attribute that litcompress relies on, pinned by
-``pyproject.toml`` (torch 2.14.1, torchao 0.18, lightning 2.6). ``tests/test_compat.py`` checks
-each one against the installed versions, so that an upgrade that moves or changes them fails
-there, loudly, instead of somewhere in a training run.
+``pyproject.toml`` (torch 2.14.1, torchao 0.18, lightning 2.6, torch-pruning 1.6).
+``tests/test_compat.py`` checks each one against the installed versions, so that an upgrade that
+moves or changes them fails there, loudly, instead of somewhere in a training run.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 
@@ -181,3 +182,47 @@ def cache_pattern_graphs() -> None:
         module = importlib.import_module(name)
         if hasattr(module, "_get_aten_graph_module_for_pattern"):
             module._get_aten_graph_module_for_pattern = cached
+
+
+# -- torch-pruning: round_to on layers pruned alike in every channel group ----------------------
+def round_kept_per_group(kept: int, groups: int, round_to: int) -> int:
+    """Channels each of ``groups`` equal channel groups keeps so that the layer keeps a multiple of
+    ``round_to``: ``kept`` rounded down to a multiple of ``round_to / gcd(round_to, groups)``
+    (0: none can stay). With 55 groups and round_to=8 that is a multiple of 8, with 32 of 1."""
+    step = round_to // math.gcd(round_to, groups)
+    return kept - kept % step
+
+
+def channel_groups(pruner: tp.pruner.BasePruner, group: Any) -> int:
+    """How many channel groups torch-pruning narrows alike in a pruning group (grouped
+    convolutions, GroupNorm, attention heads; 1 for none; depthwise convolutions count as none)."""
+    return pruner._get_channel_groups(group)
+
+
+class GroupRoundingPruner(tp.pruner.BasePruner):
+    """torch-pruning's ``BasePruner`` with ``round_to`` applied to the width of a layer whose
+    channel groups it narrows alike (a grouped convolution: RegNet, ResNeXt).
+
+    torch-pruning 1.6.1 (``BasePruner._prune``) picks the channels to remove from one channel
+    group, then rounds that count as if it were the whole layer's: on RegNet's 440-channel
+    convolution in 55 groups of 8 at ratio 0.5 it rounds 440 - 4 down to 432, removes 8 channels
+    from each group of 8, and ``check_pruning_group`` then leaves the layer whole. Here the width
+    kept, groups x channels kept per group, is what becomes a multiple of ``round_to``
+    (:func:`round_kept_per_group`); where no channel of a group can go, the layer stays whole as
+    torch-pruning leaves it.
+    """
+
+    _groups_now = 1
+
+    def _is_atten_group(self, group: Any) -> Any:
+        # _prune calls this on each pruning group just before rounding what it removes from it,
+        # and _round_to is not given the group: keep its channel groups for _round_to.
+        self._groups_now = channel_groups(self, group)
+        return super()._is_atten_group(group)
+
+    def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+        groups = self._groups_now
+        if groups <= 1:
+            return super()._round_to(n_pruned, current_channels, round_to)
+        per_group = current_channels // groups  # n_pruned counts the channels of one group
+        return per_group - round_kept_per_group(per_group - n_pruned, groups, round_to)

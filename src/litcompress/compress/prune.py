@@ -33,6 +33,7 @@ from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
 from torchvision.models.vision_transformer import VisionTransformer
 
+from litcompress.compat import GroupRoundingPruner, channel_groups, round_kept_per_group
 from litcompress.compress.base import CompressionCallback, fingerprint
 from litcompress.errors import ConfigError
 from litcompress.models import find_classifier, resolve_layers
@@ -137,7 +138,9 @@ class PruneCallback(CompressionCallback):
             in small steps until reached.
         importance: channel ranking: l1, l2, taylor, bn_scale, lamp, fpgm or random.
         global_pruning: rank channels across layers instead of within each layer.
-        round_to: keep channel counts multiples of this (e.g. 8), or null.
+        round_to: keep channel counts multiples of this (e.g. 8), or null. A grouped
+            convolution (RegNet, ResNeXt) is narrowed alike in every group, so its width is
+            groups x channels kept per group: that product is rounded.
         max_layer_ratio: remove at most about this fraction of any one layer in one pruning step
             (torch-pruning stops a layer once it reaches it; with ``global_pruning`` the step is
             taken in small steps, so a layer overshoots by at most one small step's channels).
@@ -241,6 +244,8 @@ class PruneCallback(CompressionCallback):
         # The layers whose output channels can be pruned, and their channels at the start.
         self.prunable: list[str] = []
         self.base_channels: int | None = None
+        # Per prunable layer, the channel groups torch-pruning narrows alike (1: none).
+        self._channel_groups: dict[str, int] = {}
         self._regulariser: tp.pruner.GroupNormPruner | None = None
 
     # -- schedule ---------------------------------------------------------------------------------
@@ -414,7 +419,7 @@ class PruneCallback(CompressionCallback):
                         net, example, reg=self.sparsity_reg, **kwargs
                     )
                 else:
-                    pruner = tp.pruner.BasePruner(net, example, **kwargs)
+                    pruner = GroupRoundingPruner(net, example, **kwargs)
         except Exception as error:
             raise torch_pruning_failure(
                 net, error, "cannot build the dependency graph of"
@@ -422,9 +427,10 @@ class PruneCallback(CompressionCallback):
         net.train(training)  # building the graph switches to eval() and never back
         if self.base_channels is None:  # the network as it enters, before the first step
             try:
-                self.prunable = prunable_layers(pruner.DG, net, ignored)
+                self._channel_groups = prunable_layers(pruner, net, ignored)
             except Exception as error:
                 raise torch_pruning_failure(net, error, "cannot group the layers of") from error
+            self.prunable = list(self._channel_groups)
             self.base_channels = _channels(net, self.prunable)
         return pruner
 
@@ -597,24 +603,7 @@ class PruneCallback(CompressionCallback):
         achieved = 1 - _channels(net, self.prunable) / self.base_channels
         name = type(net).__name__
         if whole and not self.global_pruning:
-            least = min(before[n] for n in whole)
-            keep = self.round_to or 1
-            ceiling = math.floor((1 - keep / least) * 100) / 100
-            shown = ", ".join(f"{n} ({before[n]})" for n in whole[:4])
-            more = f" and {len(whole) - 4} more" if len(whole) > 4 else ""
-            rounding = (
-                f" rounded down to a multiple of round_to={self.round_to}" if self.round_to else ""
-            )
-            raise ConfigError(
-                f"compress.prune.ratio={self.ratio} cannot be honoured on {name}: "
-                f"{len(whole)} of its {len(self.prunable)} prunable layers would keep all their "
-                f"channels: {shown}{more}. torch-pruning keeps int(channels x (1 - ratio)) "
-                f"channels of a layer{rounding}, and leaves the layer whole when that is 0, so "
-                f"the network would be pruned {achieved:.0%} instead of {self.ratio:.0%}. Ask "
-                f"for at most compress.prune.ratio={ceiling} (every layer keeps a channel), add "
-                f"those layers to compress.prune.ignored_layers, or prune by MACs with "
-                f"compress.prune.speedup=..."
-            )
+            raise ConfigError(self._whole_layers_message(name, before, whole, achieved))
         if achieved < self.ratio - _RATIO_TOLERANCE:
             limit = (
                 f" max_layer_ratio={self.max_layer_ratio} stops each layer at that share."
@@ -631,6 +620,90 @@ class PruneCallback(CompressionCallback):
                 f"compress.prune.ratio={math.floor(achieved * 100) / 100}"
                 + (", or raise max_layer_ratio." if self.max_layer_ratio < 1 else ".")
             )
+
+    def _whole_layers_message(
+        self, name: str, before: dict[str, int], whole: list[str], achieved: float
+    ) -> str:
+        """Why one-shot local pruning leaves the layers ``whole`` unpruned, and what works."""
+        groups = {n: self._channel_groups.get(n, 1) for n in self.prunable}
+        grouped = [n for n in whole if groups[n] > 1]
+        plain = [n for n in whole if groups[n] == 1]
+        # The grouped layers first: their cause is the one to explain.
+        shown = ", ".join(f"{n} ({before[n]})" for n in (grouped + plain)[:2])
+        more = f" and {len(whole) - 2} more" if len(whole) > 2 else ""
+        causes = []
+        if grouped:
+            layer = grouped[0]
+            g, per_group = groups[layer], before[layer] // groups[layer]
+            kept = int(per_group * (1 - self.ratio))
+            text = (
+                f"{layer} is pruned in {g} channel groups of {per_group} (a grouped convolution, "
+                f"or a layer coupled to one), which torch-pruning narrows alike: it keeps {g} x k "
+                f"channels, with k = int({per_group} x (1 - {self.ratio})) = {kept} per group"
+            )
+            if self.round_to:
+                step = self.round_to // math.gcd(self.round_to, g)
+                text += (
+                    f", and {g} x k is a multiple of round_to={self.round_to} only when k is a "
+                    f"multiple of {step}: rounded down, k = "
+                    f"{round_kept_per_group(kept, g, self.round_to)}, so the layer stays whole"
+                )
+            else:
+                text += ", so the layer stays whole"
+            causes.append(f"{text} ({len(grouped)} such layers).")
+        if plain:
+            rounding = (
+                f" rounded down to a multiple of round_to={self.round_to}" if self.round_to else ""
+            )
+            which = f" ({len(plain)} such layers, e.g. {plain[0]} ({before[plain[0]]}))"
+            causes.append(
+                f"torch-pruning keeps int(channels x (1 - ratio)) channels of a layer{rounding}, "
+                f"and leaves the layer whole when that is 0{which if grouped else ''}."
+            )
+        fixes = []
+        ceiling = min(
+            _ratio_ceiling(before[n] // groups[n], groups[n], self.round_to) for n in whole
+        )
+        if ceiling > 0:
+            fixes.append(
+                f"ask for at most compress.prune.ratio={ceiling} (every layer keeps a channel)"
+            )
+        rounding = self._round_to_that_works(before, groups)
+        if rounding:
+            fixes.append(
+                f"set compress.prune.round_to={rounding} (the largest divisor of "
+                f"{self.round_to} that leaves every layer prunable at ratio {self.ratio})"
+            )
+        elif rounding == 0:
+            fixes.append(
+                f"set compress.prune.round_to=null (no divisor of {self.round_to} above 1 leaves "
+                f"every layer prunable at ratio {self.ratio})"
+            )
+        fixes.append("add those layers to compress.prune.ignored_layers")
+        if not grouped:
+            fixes.append("prune by MACs with compress.prune.speedup=...")
+        return (
+            f"compress.prune.ratio={self.ratio} cannot be honoured on {name}: {len(whole)} of "
+            f"its {len(self.prunable)} prunable layers would keep all their channels: "
+            f"{shown}{more}, so the network would be pruned {achieved:.0%} instead of "
+            f"{self.ratio:.0%}. {' '.join(causes)} To prune it, "
+            + ", ".join(fixes[:-1])
+            + f", or {fixes[-1]}."
+        )
+
+    def _round_to_that_works(self, before: dict[str, int], groups: dict[str, int]) -> int | None:
+        """The largest divisor of ``round_to`` below it with which every prunable layer keeps
+        channels at ``ratio`` (0: only no rounding does), or ``None``: none does, or no
+        ``round_to`` is set."""
+        if not self.round_to:
+            return None
+        for divisor in range(self.round_to - 1, 0, -1):
+            if self.round_to % divisor == 0 and all(
+                _kept_per_group(before[n] // groups[n], groups[n], self.ratio, divisor)
+                for n in self.prunable
+            ):
+                return divisor if divisor > 1 else 0
+        return None
 
     def _check_reachable(self, net: nn.Module) -> None:
         """Dry-run the MACs target on a copy, so an unreachable one fails before training."""
@@ -827,15 +900,18 @@ def _widths(net: nn.Module) -> dict[str, int]:
 
 
 def prunable_layers(
-    graph: tp.DependencyGraph, net: nn.Module, ignored: Sequence[nn.Module]
-) -> list[str]:
-    """Names of the conv and linear layers of ``net`` whose output channels torch-pruning may
-    remove (wider than one channel, not ``ignored`` and not tied to an ignored layer), from its
-    dependency ``graph``."""
+    pruner: tp.pruner.BasePruner, net: nn.Module, ignored: Sequence[nn.Module]
+) -> dict[str, int]:
+    """The conv and linear layers of ``net`` whose output channels torch-pruning may remove
+    (wider than one channel, not ``ignored`` and not tied to an ignored layer), found in the
+    dependency graph of ``pruner``: name -> the channel groups torch-pruning narrows alike in
+    that layer (a grouped convolution's groups, also for the layers coupled to it; else 1)."""
+    graph = pruner.DG
     names = {id(m): name for name, m in net.named_modules()}
-    found: dict[str, None] = {}
+    found: dict[str, int] = {}
     with quiet_unwrapped_parameters():
         for group in graph.get_all_groups(ignored_layers=list(ignored)):
+            groups = channel_groups(pruner, group)
             for dep, _ in group:
                 module = dep.target.module
                 if (
@@ -843,8 +919,27 @@ def prunable_layers(
                     and isinstance(module, nn.Conv2d | nn.Linear)
                     and _widths_of(module) > 1
                 ):
-                    found[names[id(module)]] = None
-    return list(found)
+                    found.setdefault(names[id(module)], groups)
+    return found
+
+
+def _kept_per_group(per_group: int, groups: int, ratio: float, round_to: int | None) -> int:
+    """Channels a one-shot local prune at ``ratio`` keeps in each of ``groups`` channel groups of
+    ``per_group`` channels (``groups`` = 1: the layer), as torch-pruning 1.6 counts them with
+    :class:`~litcompress.compat.GroupRoundingPruner`; 0: the layer stays whole."""
+    kept = int(per_group * (1 - ratio))
+    if round_to:
+        kept = round_kept_per_group(kept, groups, round_to)
+    return kept
+
+
+def _ratio_ceiling(per_group: int, groups: int, round_to: int | None) -> float:
+    """The highest ratio (two decimals) at which a layer of ``groups`` x ``per_group`` channels
+    keeps channels; 0.0 when none does."""
+    need = round_to // math.gcd(round_to, groups) if round_to else 1
+    if need >= per_group:
+        return 0.0
+    return math.floor((1 - need / per_group) * 100) / 100
 
 
 def _widths_of(module: nn.Module) -> int:
