@@ -156,3 +156,32 @@ def test_torchao_pattern_graphs_are_exported_once_per_process(monkeypatch):
         exports.append(len(calls) - before)
     assert exports[1] == 1 < exports[0]  # the network itself, no pattern
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_group_rounding_pruner_rounds_the_width_of_a_grouped_convolution():
+    # torch-pruning's own rounding leaves this 3x3 convolution (4 groups of 8) whole at round_to=8.
+    import torch_pruning as tp
+
+    for name in ("_get_channel_groups", "_is_atten_group", "_round_to"):
+        assert callable(getattr(tp.pruner.BasePruner, name, None)), name
+    assert list(inspect.signature(tp.pruner.BasePruner._round_to).parameters) == [
+        "self",
+        "n_pruned",
+        "current_channels",
+        "round_to",
+    ]
+    net = nn.Sequential(nn.Conv2d(3, 32, 1), nn.Conv2d(32, 32, 3, groups=4), nn.Conv2d(32, 4, 1))
+    pruner = compat.GroupRoundingPruner(
+        net,
+        torch.zeros(1, 3, 8, 8),
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=0.5,
+        round_to=8,
+        ignored_layers=[net[2]],
+    )
+    pruner.step()
+    assert (net[1].in_channels, net[1].out_channels, net[1].groups) == (16, 16, 4)
+    assert net(torch.zeros(1, 3, 8, 8)).shape == (1, 4, 6, 6)
+    assert compat.round_kept_per_group(4, 55, 8) == 0  # 55 x k: a multiple of 8 only for k = 8
+    assert compat.round_kept_per_group(4, 26, 8) == 4
+    assert compat.round_kept_per_group(3, 32, 8) == 3
