@@ -1,8 +1,9 @@
-"""Start ``train.py`` at a given instant, for the tests of runs started together:
-``python tests/start_at.py <unix time> <train.py arguments...>``.
+"""Start ``train.py`` the moment a file appears, for the tests of runs started together:
+``python tests/start_at.py <go file> <train.py arguments...>``.
 
-The heavy imports come first, so that processes started apart (and on a busy machine) all reach
-Hydra within a few milliseconds of the instant, as two runs started by a shell loop do.
+The heavy imports come first and ``ready`` is printed after them; the test creates the go file
+once every process is ready, so that all of them reach Hydra within a few milliseconds of each
+other, as runs started by a shell loop or a scheduler in the same second do.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-import litcompress.run  # noqa: F401  (imported before the instant: Hydra starts at once after)
+import litcompress.run  # noqa: F401  (imported before the start: Hydra starts at once after)
 
 TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
 
 if __name__ == "__main__":
-    instant = float(sys.argv[1])
+    go = Path(sys.argv[1])
     sys.argv = [str(TRAIN_PY), *sys.argv[2:]]
-    time.sleep(max(0.0, instant - time.time()))
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.001)
     runpy.run_path(str(TRAIN_PY), run_name="__main__")

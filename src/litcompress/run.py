@@ -236,10 +236,13 @@ def auto_resume_path(cfg: DictConfig) -> str | None:
         return str(last)
     readable = readable_checkpoints(folder)
     taken = {checkpoint.path for checkpoint in readable}
-    skipped = [f"{path.name}: {checkpoint_problem(path)}" for path in present if path not in taken]
+    unreadable = [path for path in present if path not in taken]
+    skipped = [f"{path.name}: {checkpoint_problem(path)}" for path in unreadable]
     if not last.is_file():
         skipped.insert(0, f"{last.name}: missing")
     if readable:
+        if first_process():  # out of Lightning's way (it would write last-v1.ckpt beside it)
+            skipped += [f"kept as {_set_aside(path).name}" for path in unreadable]
         log.warning(
             "ckpt_path=auto: resuming from %s, the newest checkpoint of %s that reads whole, and "
             "not from %s (skipped: %s). The epochs after it are trained again; from it, the "
@@ -263,6 +266,17 @@ def auto_resume_path(cfg: DictConfig) -> str | None:
         f"run cannot resume. Start it again in that folder with overwrite=true (which deletes "
         f"them), or in a new folder."
     )
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint to ``<name>.unreadable`` (kept, no longer a .ckpt)."""
+    aside = path.with_name(f"{path.name}.unreadable")
+    for number in range(1, 1000):
+        if not aside.exists():
+            break
+        aside = path.with_name(f"{path.name}.unreadable-{number}")
+    path.rename(aside)
+    return aside
 
 
 def check_inputs(cfg: DictConfig) -> dict[str, Any] | None:
