@@ -3,7 +3,11 @@
 import hydra
 from omegaconf import DictConfig
 
-from litcompress.run import main as run_main
+from litcompress import noise
+
+noise.install()  # before torch is imported: some of the lines it filters are printed then
+
+from litcompress.run import main as run_main  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

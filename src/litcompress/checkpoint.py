@@ -12,7 +12,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from torch import nn
 
-from litcompress.compress.base import FORMS, CompressionCallback
+from litcompress.compress.base import CompressionCallback, form_technique, is_form_key
 from litcompress.errors import ConfigError
 
 # The checkpoint key under which litcompress records what it needs to rebuild the network.
@@ -149,30 +149,33 @@ def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
 def technique_of(key: str, owners: dict[str, str] | None = None) -> type[CompressionCallback]:
     """The technique that records checkpoint entry ``key``.
 
-    Built-in techniques register when :mod:`litcompress` is imported; a technique defined
-    elsewhere (a user's own file) is found through the class path the checkpoint recorded for it
-    (``owners``), which imports and so registers it.
+    A built-in technique's module is imported on the first lookup of its key; a technique
+    defined elsewhere (a user's own file) is found through the class path the checkpoint recorded
+    for it (``owners``), which imports and so registers it.
     """
-    if key not in FORMS and owners and key in owners:
+    technique = form_technique(key)
+    if technique is None and owners and key in owners:
         get_class(owners[key])  # importing the technique's module registers it
-    if key not in FORMS:
+        technique = form_technique(key)
+    if technique is None:
         raise ConfigError(
             f"The checkpoint records a network form {key!r} that no compression technique "
             f"registers. Import the module that defines that technique (it must be importable: "
             f"on PYTHONPATH) before loading the checkpoint."
         )
-    return FORMS[key]
+    return technique
 
 
 def form_of(meta: dict[str, Any]) -> dict[str, Any]:
     """The entries of a checkpoint's litcompress record that describe the network's form."""
     owners = meta.get(OWNERS_KEY, {})
-    return {key: value for key, value in meta.items() if key in FORMS or key in owners}
+    return {key: value for key, value in meta.items() if is_form_key(key) or key in owners}
 
 
 def form_record(form: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint records of ``form``: the entries, and the class of each one's technique."""
-    owners = {key: f"{FORMS[key].__module__}.{FORMS[key].__qualname__}" for key in form}
+    techniques = {key: technique_of(key) for key in form}
+    owners = {key: f"{t.__module__}.{t.__qualname__}" for key, t in techniques.items()}
     return {**form, OWNERS_KEY: owners} if form else {}
 
 
@@ -191,7 +194,7 @@ def restore_architecture(
             the checkpoint is not): a network cannot grow back.
     """
     owners = {**current.get(OWNERS_KEY, {}), **saved.get(OWNERS_KEY, {})}
-    keys = {k for k in (*current, *saved) if k != OWNERS_KEY and (k in FORMS or k in owners)}
+    keys = {k for k in (*current, *saved) if k != OWNERS_KEY and (is_form_key(k) or k in owners)}
     techniques = sorted((technique_of(key, owners) for key in keys), key=lambda t: t.order)
     for index, technique in enumerate(techniques):
         key = technique.form_key

@@ -15,26 +15,19 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from litcompress.deploy.evaluate import data_config, evaluate, load_data
-from litcompress.deploy.export import (
-    FORMATS,
-    Deliverable,
-    artifact_name,
-    check_precision,
-    export,
-    real_inputs,
-    resolve_source,
-)
-from litcompress.deploy.metadata import Preprocessing
-from litcompress.deploy.predict import check_output, gather_images, predict, write_predictions
-from litcompress.deploy.runtimes import load_artifact
+from litcompress import noise
+from litcompress.deploy.formats import FORMATS
 from litcompress.errors import ConfigError, ExportError
-from litcompress.report import describe_cpu
 from litcompress.version import __version__
+
+# Each subcommand imports what it runs (torch, runtimes, techniques) when it runs: the help and
+# the refusal of bad arguments come in a fraction of a second.
+if TYPE_CHECKING:
+    import torch
+
+    from litcompress.deploy.export import Deliverable
 
 log = logging.getLogger("litcompress")
 
@@ -47,6 +40,12 @@ def parser() -> argparse.ArgumentParser:
         description="Export, predict with and evaluate the models litcompress runs deliver.",
     )
     main.add_argument("--version", action="version", version=f"litcompress {__version__}")
+    main.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"also show the lines dependencies print that litcompress hides as harmless "
+        f"(litcompress.noise; or set {noise.VERBOSE_ENV}=1)",
+    )
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     exp = commands.add_parser(
@@ -158,11 +157,13 @@ def _threads(command: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(format="%(message)s", level=logging.WARNING)
-    log.setLevel(logging.INFO)
+    noise.install(verbose=True if args.verbose else None)  # before anything imports torch
+    _show_log()
     if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             return _bad_input(f"--threads {args.threads} must be at least 1.")
+        import torch
+
         torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
@@ -173,12 +174,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _show_log() -> None:
+    """Print litcompress's log lines as plain messages on stderr.
+
+    The handler sits on litcompress's own logger, not the root one, as it did before the
+    subcommands imported their libraries lazily: Lightning, imported later, keeps its own handler
+    (it adds one when the root logger has none) instead of printing each line twice, and other
+    libraries' warnings still show as plain messages (Python's last-resort handler).
+    """
+    log.setLevel(logging.INFO)
+    if not any(getattr(handler, "litcompress_cli", False) for handler in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.litcompress_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+
+
 def _bad_input(message: str) -> int:
     log.error("litcompress: %s", message)
     return EXIT_BAD_INPUT
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from litcompress.deploy.export import (
+        Deliverable,
+        artifact_name,
+        check_precision,
+        export,
+        resolve_source,
+    )
+
     checkpoint, run_dir, report = resolve_source(args.source)
     deliverable = Deliverable.from_checkpoint(checkpoint, report)
     int8 = deliverable.quantized if args.int8 is None else args.int8
@@ -198,6 +223,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _parity_inputs(deliverable: Deliverable, overrides: list[str]) -> torch.Tensor:
+    from litcompress.deploy.evaluate import data_config, load_data
+    from litcompress.deploy.export import real_inputs
+
     recorded = deliverable.record.get("data")
     config = data_config(recorded, overrides, deliverable.source)
     data = load_data(config)
@@ -210,6 +238,10 @@ def _parity_inputs(deliverable: Deliverable, overrides: list[str]) -> torch.Tens
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from litcompress.deploy.metadata import Preprocessing
+    from litcompress.deploy.predict import check_output, gather_images, predict, write_predictions
+    from litcompress.deploy.runtimes import load_artifact
+
     check_output(args.output)
     files = gather_images(args.images)
     runtime = load_artifact(args.artifact, threads=args.threads)
@@ -266,6 +298,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--output {args.output}: evaluate writes a .json file.")
     if args.min_run_time <= 0:
         raise ConfigError(f"--min-run-time {args.min_run_time} must be positive seconds.")
+    from litcompress.deploy.evaluate import data_config, evaluate, load_data
+    from litcompress.deploy.runtimes import load_artifact
+
     runtime = load_artifact(args.artifact, threads=args.threads)
     config = data_config((runtime.meta or {}).get("data"), args.overrides, args.artifact)
     data = load_data(config)
@@ -277,6 +312,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_figures(figures: dict[str, Any]) -> None:
+    from litcompress.report import describe_cpu
+
     print(f"{figures['artifact']} ({figures['runtime']} {figures['precision']})")
     print(f"  test accuracy: {figures['test_acc']:.4f} on {figures['test_images']} images")
     b1, b32 = figures["latency_ms_b1"], figures["latency_ms_b32"]
@@ -290,6 +327,8 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
     from litcompress.checkpoint import CHECKPOINT_KEY, inference_network, read_checkpoint
     from litcompress.compress.prune import IMPORTANCES
+    from litcompress.deploy.evaluate import data_config, load_data
+    from litcompress.deploy.export import resolve_source
     from litcompress.sensitivity import analyse
 
     try:

@@ -15,7 +15,6 @@ from lightning.pytorch.callbacks import (
     Callback,
     LearningRateMonitor,
     ModelCheckpoint,
-    ModelSummary,
     ProgressBar,
 )
 from lightning.pytorch.loggers import Logger
@@ -177,14 +176,16 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
 
 
 def ui_switches(cfg: DictConfig, callbacks: list[Callback]) -> dict[str, bool]:
-    """Turn off Lightning's default progress bar and model summary when the config dropped ours.
+    """Leave the progress bar and the model summary to the config's callbacks.
 
     Lightning adds its own when none is among the callbacks, so `~callbacks.progress_bar` alone
-    would swap the rich bar for a plain one instead of removing it.
+    would swap the rich bar for a plain one instead of removing it. The model summary switch only
+    adds Lightning's default summary (ours prints whatever it says), and on with ours present it
+    says "Trainer already configured with model summary callbacks": always off.
     """
     switches = {
         "enable_progress_bar": any(isinstance(c, ProgressBar) for c in callbacks),
-        "enable_model_summary": any(isinstance(c, ModelSummary) for c in callbacks),
+        "enable_model_summary": False,
     }
     return {key: value for key, value in switches.items() if key not in cfg.trainer}
 

@@ -9,6 +9,7 @@ its tests: nothing else in the package names it.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import os
 import shutil
@@ -22,12 +23,29 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 
 from litcompress.compat import forget_best_checkpoints
+from litcompress.compress import BUILTIN_FORMS
 from litcompress.report import ModelStats
 
 log = logging.getLogger(__name__)
 
 # Checkpoint entry -> the technique that records it (filled as technique classes are defined).
 FORMS: dict[str, type[CompressionCallback]] = {}
+
+
+def form_technique(key: str) -> type[CompressionCallback] | None:
+    """The technique registered for checkpoint entry ``key``, or ``None``.
+
+    A built-in technique's module is imported (so registered) on the first lookup of its key
+    (:data:`litcompress.compress.BUILTIN_FORMS`); others register when their module is imported.
+    """
+    if key not in FORMS and key in BUILTIN_FORMS:
+        importlib.import_module(BUILTIN_FORMS[key])
+    return FORMS.get(key)
+
+
+def is_form_key(key: str) -> bool:
+    """Whether ``key`` is a checkpoint entry some technique records (built-in or imported)."""
+    return key in FORMS or key in BUILTIN_FORMS
 
 
 class CompressionCallback(Callback):

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from litcompress.checkpoint import CHECKPOINT_KEY, cpu_twin, inference_network, read_checkpoint
+from litcompress.deploy.formats import FORMATS
 from litcompress.deploy.metadata import artifact_metadata, read_metadata, write_metadata
 from litcompress.deploy.program import export_program, save_program
 from litcompress.deploy.runtimes import Runtime, load_artifact, run_batched
@@ -41,8 +42,6 @@ from litcompress.report import ModelStats, atomic_path, measure_latency_ms
 
 log = logging.getLogger(__name__)
 
-# Format -> suffix of its artifact.
-FORMATS = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2"}
 FP32_TOLERANCE = 1e-4
 INT8_AGREEMENT = 0.99
 # Images of the parity check (run in batches of 32: int8 programs compile for one shape).
