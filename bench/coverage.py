@@ -149,15 +149,15 @@ def row(entry: dict) -> str:
     )
 
 
-def _short(message: str, limit: int = 260) -> str:
-    """For a table cell: the message, or its first sentences up to ``limit`` characters and,
-    when it fits in as many again, its last sentence (what to do)."""
+def _short(message: str, limit: int = 700) -> str:
+    """For a table cell: the message, or its first sentences up to ``limit`` characters and its
+    last sentence (what to do) when that is short."""
     if len(message) <= limit:
         return message
     cut = message.rfind(". ", 0, limit)
     start = message[: cut + 1] if cut > 0 else message[:limit] + "..."
     last = message.rfind(". ", len(start))
-    if last > 0 and len(message) - last <= limit:
+    if last > 0 and len(message) - last <= 300:
         return f"{start} ... {message[last + 2 :]}"
     return start
 
