@@ -282,7 +282,7 @@ def test_every_model_trains_fake_quantized_and_converts_to_int8(name):
         ),
         (
             ["compress=[prune,qat]", "compress.prune.start_epoch=1", "compress.qat.start_epoch=0"],
-            r"start_epoch=0 is before the last step of compress.prune \(epoch 1\)",
+            r"start_epoch=0 is before the last change of form of compress.prune \(epoch 1\)",
         ),
     ],
 )

@@ -85,7 +85,7 @@ def test_quantization_refuses_to_start_before_the_technique_is_done(tmp_path, ma
             output_dir=tmp_path / "run",
         )
         with pytest.raises(
-            ConfigError, match=r"before the last step of compress.lowrank \(epoch 1\)"
+            ConfigError, match=r"before the last change of form of compress.lowrank \(epoch 1\)"
         ):
             run(cfg)
     finally:

@@ -108,6 +108,39 @@ class CompressionCallback(Callback):
                     late.append((callback, last))
         return late
 
+    def epochs_needed_at_end(self, max_epochs: int) -> int:
+        """Epochs this technique needs at the end of a run of ``max_epochs`` after the techniques
+        before it stopped changing the form (quantization-aware training trains in that form).
+
+        A technique before it whose schedule ends at ``None`` ends early enough to leave them
+        (:meth:`epochs_left_for_later`). Known before ``setup``; 0 by default.
+        """
+        return 0
+
+    def earlier_forms_done_epoch(self, trainer: L.Trainer) -> int:
+        """The first epoch at which every technique before this one (lower ``order``) has made
+        its last change of form (0 when none changes it): where a ``None`` start starts."""
+        return max(
+            (last for _, last in self.forms_changed_after(trainer, 0)),
+            default=0,
+        )
+
+    def epochs_left_for_later(
+        self, trainer: L.Trainer, max_epochs: int | None = None
+    ) -> tuple[int, CompressionCallback | None]:
+        """Epochs that the techniques after this one (higher ``order``) need at the end of the
+        run (of ``max_epochs``, default the trainer's), and the technique that needs the most
+        (``None``: none needs any): a schedule that ends at ``None`` ends before them."""
+        if max_epochs is None:
+            max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
+        needs = [
+            (callback.epochs_needed_at_end(max_epochs), callback)
+            for callback in trainer.callbacks
+            if isinstance(callback, CompressionCallback) and callback.order > self.order
+        ]
+        epochs, callback = max(needs, key=lambda need: need[0], default=(0, None))
+        return epochs, (callback if epochs else None)
+
     def network_changed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Start the run's bookkeeping afresh after the network changed form mid-training.
 

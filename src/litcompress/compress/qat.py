@@ -42,8 +42,10 @@ class QATCallback(CompressionCallback):
 
     Args:
         backend: ``pt2e`` (torchao + inductor, default) or ``fx`` (torch.ao, eager int8).
-        start_epoch: epoch at which QAT starts; ``None``: 0 after ``init_from``, else the last
-            third of training (``max_epochs - max(1, max_epochs // 3)``).
+        start_epoch: epoch at which QAT starts; ``None``: once the techniques before it stopped
+            changing the network's form (they leave it the last third of the run when their own
+            ends are ``None``); without them 0 after ``init_from``, else the last third of
+            training (``max_epochs - max(1, max_epochs // 3)``).
         freeze_bn_epoch: from this epoch on BatchNorm uses its running statistics (``None``:
             never). Usual: one or two epochs before the end.
         freeze_observer_epoch: from this epoch on the quantization ranges stay fixed (``None``:
@@ -100,6 +102,13 @@ class QATCallback(CompressionCallback):
     def last_form_change_epoch(self) -> int | None:
         return self.start_epoch
 
+    def epochs_needed_at_end(self, max_epochs: int) -> int:
+        if max_epochs < 0:
+            return 0
+        if self.start_epoch is not None:
+            return max(max_epochs - self.start_epoch, 0)
+        return max(1, max_epochs // 3)
+
     def state_dict(self) -> dict[str, Any]:
         return {"started_epoch": self.started_epoch}
 
@@ -118,11 +127,22 @@ class QATCallback(CompressionCallback):
                     "compress.qat.start_epoch is needed when trainer.max_epochs is unbounded."
                 )
             trained = pl_module.pretrained or prepared
-            self.start_epoch = 0 if trained else max_epochs - max(1, max_epochs // 3)
+            alone = 0 if trained else max_epochs - max(1, max_epochs // 3)
+            # After the techniques before it stopped changing the form (they left it room).
+            self.start_epoch = max(alone, 0 if prepared else self.earlier_forms_done_epoch(trainer))
         if 0 <= max_epochs <= self.start_epoch:
+            late = self.forms_changed_after(trainer, -1) if not prepared else []
+            because = (
+                " (after the last change of form of "
+                + ", ".join(f"compress.{c.name}, at epoch {last}" for c, last in late)
+                + ")"
+                if late
+                else ""
+            )
             raise ConfigError(
-                f"compress.qat.start_epoch={self.start_epoch} is not before trainer.max_epochs="
-                f"{max_epochs}: QAT would never train. Lower start_epoch or raise max_epochs."
+                f"compress.qat.start_epoch={self.start_epoch}{because} is not before "
+                f"trainer.max_epochs={max_epochs}: QAT would never train. Raise "
+                f"trainer.max_epochs to at least {self.start_epoch + 1}, or lower start_epoch."
             )
         for option in ("freeze_bn_epoch", "freeze_observer_epoch"):
             value = getattr(self, option)
@@ -151,12 +171,15 @@ class QATCallback(CompressionCallback):
         """A quantized network is frozen: every technique before it must be done by start_epoch."""
         late = self.forms_changed_after(trainer, self.start_epoch)
         if late:
-            callback, last = late[0]
+            last = max(epoch for _, epoch in late)
+            max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
+            longer = f" with trainer.max_epochs >= {last + 1}" if 0 <= max_epochs <= last else ""
             raise ConfigError(
-                f"compress.qat.start_epoch={self.start_epoch} is before the last step of "
-                f"compress.{callback.name} (epoch {last}): a quantized network cannot change "
-                f"form any more. Set compress.qat.start_epoch >= {last}, or end "
-                f"compress.{callback.name} earlier."
+                f"compress.qat.start_epoch={self.start_epoch} is before the last change of form of "
+                + ", ".join(f"compress.{c.name} (epoch {epoch})" for c, epoch in late)
+                + f": a quantized network cannot change form any more. Set "
+                f"compress.qat.start_epoch={last}{longer}, or leave it null (QAT then starts "
+                f"when they are done), or end them earlier."
             )
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:

@@ -107,9 +107,12 @@ class SparsityCallback(CompressionCallback):
         initial_sparsity: (polynomial) fraction zero at ``begin_step``.
         schedule: ``polynomial`` (TF-MOT's ``PolynomialDecay``) or ``constant``
             (``ConstantSparsity``).
-        begin_step: optimizer step of the first mask update.
+        begin_step: optimizer step of the first mask update; ``None``: the first step after the
+            techniques before it (pruning) are done, step 0 when there are none.
         end_step: (polynomial) step at which ``final_sparsity`` is reached; ``None``: two thirds of
-            the run's steps (the rest fine-tunes at the final sparsity).
+            the steps from ``begin_step`` to the end of the run, or to the epochs kept for the
+            techniques after it (quantization-aware training); the rest fine-tunes at the final
+            sparsity.
         frequency: steps between mask updates (one more at ``end_step``: the final sparsity is
             always reached).
         power: exponent of the polynomial schedule (3, as TF-MOT).
@@ -129,7 +132,7 @@ class SparsityCallback(CompressionCallback):
         final_sparsity: float = 0.75,
         initial_sparsity: float = 0.0,
         schedule: str = "polynomial",
-        begin_step: int = 0,
+        begin_step: int | None = None,
         end_step: int | None = None,
         frequency: int = 100,
         power: float = 3.0,
@@ -165,12 +168,12 @@ class SparsityCallback(CompressionCallback):
                 f"compress.sparsity.pattern={pattern!r} is not supported; use 2:4 (two of every "
                 f"four consecutive weights kept) or null."
             )
-        if begin_step < 0 or frequency < 1:
+        if (begin_step is not None and begin_step < 0) or frequency < 1:
             raise ConfigError(
                 f"compress.sparsity.begin_step={begin_step} must be >= 0 and frequency="
                 f"{frequency} >= 1."
             )
-        if end_step is not None and end_step < begin_step:
+        if end_step is not None and begin_step is not None and end_step < begin_step:
             raise ConfigError(
                 f"compress.sparsity.end_step={end_step} is before begin_step={begin_step}: the "
                 f"schedule would end before it starts. Set end_step > begin_step."
@@ -268,36 +271,94 @@ class SparsityCallback(CompressionCallback):
                     f"output; {', '.join(odd[:4])} have not: add them to "
                     f"compress.sparsity.ignored_layers."
                 )
-        total = trainer.estimated_stepping_batches
-        if self.end_step is None:
-            self.end_step = max(self.begin_step, 2 * int(total) // 3)
-        if trainer.max_epochs and trainer.max_epochs > 0 and total != float("inf"):
-            self._steps_per_epoch = max(int(total) // trainer.max_epochs, 1)
-            if self._final_step() >= total and not trainer.ckpt_path:
-                raise ConfigError(
-                    f"compress.sparsity reaches its final sparsity at step {self._final_step()} "
-                    f"(begin_step={self.begin_step}, end_step={self.end_step}), but the run has "
-                    f"{int(total)} optimizer steps: lower end_step/begin_step or train longer."
-                )
-        self._check_after_structural_changes(trainer)
+        self._plan(trainer)
         # Quantization-aware training freezes the form: QAT checks last_form_change_epoch().
         self._quantized_later = any(
             isinstance(c, CompressionCallback) and c.form_needs_deploy and c.order > self.order
             for c in trainer.callbacks
         )
-        if not trainer.ckpt_path and self.dense_zip_bytes is None:
-            self.dense_zip_bytes = zipped_bytes(net)
 
-    def _check_after_structural_changes(self, trainer: L.Trainer) -> None:
-        late = self.forms_changed_after(trainer, 0)
-        if late:
-            callback, last = late[0]
-            raise ConfigError(
-                f"compress.sparsity masks weights from the first epoch, but compress."
-                f"{callback.name} changes the network's shape at epoch {last}: run them one "
-                f"after the other (compress={callback.name} first, then init_from its "
-                f"checkpoint with compress=sparsity), or start {callback.name} at epoch 0."
+    def _plan(self, trainer: L.Trainer) -> None:
+        """Fix ``begin_step`` and ``end_step`` (``None``: between the techniques before and after
+        this one), and check them against the run and those techniques."""
+        total = trainer.estimated_stepping_batches
+        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        if max_epochs is None or total == float("inf"):  # no epochs to plan in: from step 0
+            self.begin_step = self.begin_step or 0
+            if self.end_step is None:
+                self.end_step = self.begin_step
+            return
+        steps = self._steps_per_epoch = max(int(total) // max_epochs, 1)
+        earlier = self.earlier_forms_done_epoch(trainer)
+        begin_given = self.begin_step is not None
+        if not begin_given:
+            self.begin_step = earlier * steps
+        later, successor = self.epochs_left_for_later(trainer)
+        given = ["begin_step"] if begin_given else []
+        given += ["end_step"] if self.end_step is not None else []
+        room_end = (max_epochs - later) * steps  # the first step kept for the techniques after
+        if self.end_step is None:
+            self.end_step = self.begin_step + 2 * max(room_end - self.begin_step, 0) // 3
+        problems = []
+        if begin_given and self.begin_step < earlier * steps:
+            problems.append(
+                f"compress.sparsity.begin_step={self.begin_step} is before the last change of "
+                f"form of the techniques before it (epoch {earlier}): set it >= "
+                f"{earlier * steps}, or null (it then begins when they are done)"
             )
+        final = self._final_step()
+        if final >= min(room_end, int(total)) and not trainer.ckpt_path:
+            after = ""
+            if successor is not None:
+                after = f", and {later} epoch(s) kept for compress.{successor.name} after it"
+            problems.append(
+                f"compress.sparsity reaches its final sparsity at step {final} "
+                f"(begin_step={self.begin_step}, end_step={self.end_step}; {steps} steps an "
+                f"epoch), but the run has {int(total)} optimizer steps{after}: "
+                + ", or ".join(self._fixes(trainer, final, steps, successor, room_end, given))
+            )
+        if problems:
+            raise ConfigError("; ".join(problems) + ".")
+
+    def _fixes(
+        self,
+        trainer: L.Trainer,
+        final: int,
+        steps: int,
+        successor: CompressionCallback | None,
+        room_end: int,
+        given: list[str],
+    ) -> list[str]:
+        """The changes that each make the final sparsity at step ``final`` fit in the run, with
+        the epochs kept for ``successor`` (the technique after it that needs the most); ``given``:
+        the steps the user set."""
+        max_epochs = trainer.max_epochs
+        fixes = []
+        # More epochs help only where what the techniques after need does not grow as fast (a
+        # null start; not an explicit one).
+        longer = next(
+            (
+                epochs
+                for epochs in range(max_epochs + 1, max_epochs + 10_000)
+                if final < (epochs - self.epochs_left_for_later(trainer, epochs)[0]) * steps
+            ),
+            None,
+        )
+        if longer is not None:
+            fixes.append(f"raise trainer.max_epochs to {longer}")
+        done = final // steps + 1  # the first epoch that trains with the final masks throughout
+        if successor is not None and getattr(successor, "start_epoch", None) is not None:
+            fix = f"set compress.{successor.name}.start_epoch={done} (or null)"
+            if done >= max_epochs:
+                fix += f" with trainer.max_epochs={done + 1}"
+            fixes.append(fix)
+        polynomial = self.schedule == "polynomial" and not self.pattern
+        if polynomial and "end_step" in given and room_end - 1 >= self.begin_step:
+            fixes.append(f"lower compress.sparsity.end_step to at most {room_end - 1}")
+        if given:
+            steps_given = "/".join(f"compress.sparsity.{name}" for name in given)
+            fixes.append(f"set {steps_given} to null (then they fit in)")
+        return fixes
 
     def target(self, step: int) -> float:
         """The sparsity the schedule asks for at optimizer step ``step``."""
@@ -385,6 +446,8 @@ class SparsityCallback(CompressionCallback):
     @torch.no_grad()
     def update_masks(self, pl_module: ClassifierModule, sparsity: float) -> None:
         """Mask the smallest weights so that ``sparsity`` of them are zero (zeros stay zero)."""
+        if self.dense_zip_bytes is None:  # the network as sparsity found it (pruned, if it was)
+            self.dense_zip_bytes = zipped_bytes(pl_module.net)
         modules = dict(pl_module.net.named_modules())
         layers = [modules[name] for name in self._layers]
         if self.pattern:
