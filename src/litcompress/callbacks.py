@@ -19,7 +19,8 @@ class EpochCheckpoint(ModelCheckpoint):
     The best checkpoints (``save_top_k`` by ``monitor``) are kept as Lightning keeps them; with
     ``save_last=True``, ``last.ckpt`` is rewritten at every save point (end of each validation, or
     of each training epoch without validation), whatever the monitored metric did, so that
-    ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes where the run stopped.
+    ``ckpt_path=<run>/checkpoints/last.ckpt`` resumes where the run stopped. A run that trains no
+    epoch saves the network it delivers as ``last.ckpt`` at the end of fitting.
 
     Every save is verified: Lightning 2.6 ignores a ``PermissionError`` while writing, so a run
     could train to its end and keep nothing. A checkpoint that did not reach the disk stops the
@@ -47,6 +48,14 @@ class EpochCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         save_last_if_skipped(self, trainer, train_epoch_end=True)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run that trained no epoch (init_from=... trainer.max_epochs=0: one-shot pruning, PTQ)
+        # still delivers a network: keep it as last.ckpt, which export and init_from take.
+        if self.save_last and not self.last_model_path and not trainer.ckpt_path:
+            path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            self._save_checkpoint(trainer, path)
+            self.last_model_path = path
 
 
 class EpochSeed(L.Callback):

@@ -196,19 +196,15 @@ def _bad_input(message: str) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from litcompress.deploy.export import (
-        Deliverable,
-        artifact_name,
-        check_precision,
-        export,
-        resolve_source,
-    )
+    from litcompress.deploy.export import artifact_name, check_precision, export, resolve_source
 
-    checkpoint, run_dir, report = resolve_source(args.source)
-    deliverable = Deliverable.from_checkpoint(checkpoint, report)
-    int8 = deliverable.quantized if args.int8 is None else args.int8
+    source = resolve_source(args.source)
+    deliverable = source.deliverable()
+    int8 = deliverable.delivers_int8 if args.int8 is None else args.int8
     output = (
-        Path(args.output) if args.output else run_dir / "export" / artifact_name(args.format, int8)
+        Path(args.output)
+        if args.output
+        else source.run_dir / "export" / artifact_name(args.format, int8)
     )
     if output.suffix != FORMATS[args.format]:
         raise ConfigError(
@@ -216,15 +212,17 @@ def run_export(args: argparse.Namespace) -> int:
             f"{FORMATS[args.format]}."
         )
     check_precision(deliverable, int8)
-    inputs = _parity_inputs(deliverable, args.overrides)
-    exported = export(deliverable, args.format, output, inputs, int8)
+    images, labels = _check_images(deliverable, args.overrides)
+    exported = export(deliverable, args.format, output, images, int8, labels)
     print(f"{exported.path} ({exported.precision}, {exported.bytes:,} bytes)")
     return 0
 
 
-def _parity_inputs(deliverable: Deliverable, overrides: list[str]) -> torch.Tensor:
+def _check_images(
+    deliverable: Deliverable, overrides: list[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
     from litcompress.deploy.evaluate import data_config, load_data
-    from litcompress.deploy.export import real_inputs
+    from litcompress.deploy.export import labelled_images
 
     recorded = deliverable.record.get("data")
     config = data_config(recorded, overrides, deliverable.source)
@@ -234,7 +232,7 @@ def _parity_inputs(deliverable: Deliverable, overrides: list[str]) -> torch.Tens
             f"The data ({config.get('_target_')}) gives images of shape {data.input_shape}, but "
             f"the network takes {deliverable.input_shape}: check it on the data it was trained for."
         )
-    return real_inputs(data.test_dataloader())
+    return labelled_images(data.test_dataloader())
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -342,7 +340,13 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     if args.importance not in IMPORTANCES or args.importance == "taylor":
         choices = ", ".join(k for k in IMPORTANCES if k != "taylor")
         raise ConfigError(f"--importance {args.importance!r}: choose one of {choices}.")
-    checkpoint_path, run_dir, _ = resolve_source(args.source)
+    source = resolve_source(args.source)
+    checkpoint_path, run_dir = source.checkpoint, source.run_dir
+    if checkpoint_path is None:
+        raise ConfigError(
+            f"{args.source} is an int8 model without its float network: analyse the run's "
+            f"checkpoint (outputs/runs/<run>/checkpoints/*.ckpt)."
+        )
     checkpoint = read_checkpoint(checkpoint_path)
     record = checkpoint[CHECKPOINT_KEY]
     if record.get("quantization"):

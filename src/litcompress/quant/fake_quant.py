@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -77,6 +78,18 @@ class FakeQuantNet(nn.Module):
         if observing != self._observing:
             self.graph.apply(_observer_switch(self.backend, observing))
             self._observing = observing
+
+    def float_network(self) -> nn.Module:
+        """A copy of this network in evaluation mode with its fake quantization switched off: the
+        float network its weights make (the reference of int8's accuracy cost)."""
+        twin = copy.deepcopy(self).eval()
+        twin.sync_mode()
+        if self.backend == "pt2e":
+            from torchao.quantization.pt2e import disable_fake_quant
+        else:
+            from torch.ao.quantization import disable_fake_quant
+        twin.graph.apply(disable_fake_quant)
+        return twin
 
     def _fused_bn_out_of_step(self, training: bool) -> bool:
         # FX's fused conv-bn modules leave their BatchNorm's flag alone once frozen, and Lightning
