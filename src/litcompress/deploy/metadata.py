@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torchvision.transforms import v2
 
 from litcompress.checkpoint import CHECKPOINT_KEY, read_checkpoint
+from litcompress.deploy.images import read_image
 from litcompress.errors import ConfigError
 from litcompress.report import atomic_path
 from litcompress.version import __version__
@@ -130,9 +130,11 @@ def _inputs_from_model_config(config: dict[str, Any]) -> dict[str, Any] | None:
 class Preprocessing:
     """How an image file becomes one input of the network, as in training.
 
-    The image is converted to RGB (a grayscale or palette image is expanded), then to one channel
-    with torchvision's grayscale weights if the network takes one, resized to ``image_size``
-    squared, scaled to [0, 1] and normalised with ``mean`` and ``std``.
+    The image is read at 8 bits per channel (:func:`litcompress.deploy.images.read_image`: the
+    first frame; 16- and 32-bit images scaled as a viewer shows them) and converted to RGB (a
+    grayscale or palette image is expanded), then to one channel with torchvision's grayscale
+    weights if the network takes one, resized to ``image_size`` squared, scaled to [0, 1] and
+    normalised with ``mean`` and ``std``.
     """
 
     image_size: int
@@ -183,10 +185,9 @@ class Preprocessing:
         )
 
     def load(self, path: str | os.PathLike[str]) -> torch.Tensor:
-        """Read one image file and prepare it (raises ``OSError``/``ValueError`` if unreadable)."""
-        with Image.open(path) as image:
-            image.load()
-            rgb = image.convert("RGB")
+        """Read one image file and prepare it (raises one of
+        :data:`~litcompress.deploy.images.READ_ERRORS` if Pillow cannot read it)."""
+        rgb = read_image(path).convert("RGB")
         if self._transform is None:
             self._transform = self.transform()
         return self._transform(rgb)

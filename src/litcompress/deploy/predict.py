@@ -1,4 +1,11 @@
-"""Predict the classes of image files with any artifact, prepared as in training."""
+"""Predict the classes of image files with any artifact, prepared as in training.
+
+Every file Pillow opens is predicted (its first frame; 16- and 32-bit images scaled to 8 bits as a
+viewer shows them: :mod:`litcompress.deploy.images`); a file that looks like an image but cannot
+be read is skipped, with the reason. In a folder, a file looks like an image by its suffix (one
+Pillow knows, :func:`PIL.Image.registered_extensions`) or by its content (Pillow recognises it);
+the other files are counted and left out.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +21,8 @@ from typing import Any
 
 import torch
 from rich.progress import track
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from litcompress.deploy.images import READ_ERRORS, image_suffixes, opens_as_image, unreadable_reason
 from litcompress.deploy.metadata import Preprocessing
 from litcompress.deploy.runtimes import Runtime, run_batched
 from litcompress.errors import ConfigError
@@ -43,8 +50,10 @@ class Prediction:
 
 
 def gather_images(arguments: Sequence[str]) -> list[Path]:
-    """The image files named by ``arguments``: files, folders (searched recursively for image
-    files) and glob patterns (``**`` included), in order, each file once.
+    """The image files named by ``arguments``: files, folders (searched recursively for files
+    that look like images, see the module docstring) and glob patterns (``**`` included), in
+    order, each file once. Files and matches of a pattern are taken as they are: those Pillow
+    cannot read are skipped by :func:`predict`, with the reason.
 
     Raises:
         ConfigError: an argument names nothing, or a folder or pattern holds no image file.
@@ -55,10 +64,18 @@ def gather_images(arguments: Sequence[str]) -> list[Path]:
         if path.is_file():
             candidates = [path]
         elif path.is_dir():
-            candidates = sorted(p for p in path.rglob("*") if _is_image_name(p))
+            candidates, others = _images_in(path)
+            if others:
+                log.info(
+                    "%s: left out %d file(s) that are not images (e.g. %s)",
+                    argument,
+                    len(others),
+                    others[0],
+                )
             if not candidates:
                 raise ConfigError(
-                    f"{argument} is a folder without image files ({', '.join(IMG_EXTENSIONS)})."
+                    f"{argument} is a folder without image files (none has a suffix Pillow knows "
+                    f"or content Pillow recognises as an image)."
                 )
         elif glob.has_magic(argument):
             matches = sorted(glob.glob(os.path.expanduser(argument), recursive=True))
@@ -71,8 +88,14 @@ def gather_images(arguments: Sequence[str]) -> list[Path]:
     return list(found)
 
 
-def _is_image_name(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
+def _images_in(folder: Path) -> tuple[list[Path], list[Path]]:
+    """``(files that look like images, the other files)`` under ``folder``, sorted."""
+    suffixes = image_suffixes()
+    images, others = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        looks = path.suffix.lower() in suffixes or opens_as_image(path)
+        (images if looks else others).append(path)
+    return images, others
 
 
 def predict(
@@ -105,8 +128,8 @@ def predict(
             try:
                 images.append(preprocessing.load(path))
                 names.append(path)
-            except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for bad files
-                skipped.append((path, f"{type(error).__name__}: {error}"))
+            except READ_ERRORS as error:  # Pillow's errors for files it cannot read
+                skipped.append((path, unreadable_reason(path, error)))
         if not images:
             continue
         logits = run_batched(runtime, torch.stack(images), batch=batch_size)
