@@ -3,9 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
-from litcompress import noise
+from litcompress import noise, resolvers
 
 noise.install()  # before torch is imported: some of the lines it filters are printed then
+resolvers.register()  # the config's own interpolations (${scratch_or_finetune:...})
 
 from litcompress.run import main as run_main  # noqa: E402
 

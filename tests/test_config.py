@@ -152,3 +152,27 @@ def test_searches_compose_with_their_sweeper_and_a_search_space_that_exists(name
         assert directions == "maximize" and objectives == "report/after_test_acc"
     for key in sweeper.params:  # every searched option exists in the composed config
         assert OmegaConf.select(cfg, key, throw_on_missing=True) is not None, key
+
+
+@pytest.mark.parametrize(
+    ("optim", "scratch", "finetune"),
+    [("adam", 3e-3, 3e-4), ("adamw", 2e-3, 2e-4), ("sgd", 0.1, 0.01)],
+)
+def test_a_run_from_a_trained_checkpoint_fine_tunes_with_fine_tuning_defaults(
+    optim, scratch, finetune
+):
+    def first_lr(*overrides: str) -> tuple[float, float]:
+        cfg = compose_config([f"optim={optim}", "scheduler=cosine", *overrides])
+        optimizer = instantiate(cfg.optim)([torch.nn.Parameter(torch.zeros(3))])
+        instantiate(cfg.scheduler, _convert_="all")["scheduler"](optimizer, total_steps=100)
+        return cfg.optim.lr, optimizer.param_groups[0]["lr"]  # configured, at the first step
+
+    # From scratch: the from-scratch rate, reached after a warm-up (the first step is ~0).
+    configured, first = first_lr()
+    assert configured == scratch and first == pytest.approx(scratch * 1e-3)
+    # init_from: ten times lower, and no warm-up: the first step trains at it.
+    assert first_lr("init_from=trained.ckpt") == (finetune, pytest.approx(finetune))
+    # What the user sets is kept, with or without init_from.
+    assert first_lr("init_from=trained.ckpt", "optim.lr=1e-5")[0] == 1e-5
+    warm = "scheduler.scheduler.warmup_fraction=0.1"
+    assert first_lr("init_from=trained.ckpt", warm)[1] == pytest.approx(finetune * 1e-3)

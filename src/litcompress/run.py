@@ -62,6 +62,7 @@ from litcompress.report import (
     time_side_by_side,
     write_report,
 )
+from litcompress.resolvers import register as register_resolvers
 from litcompress.run_folder import first_process
 
 log = logging.getLogger(__name__)
@@ -456,6 +457,7 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
 
     ``extra_callbacks`` are added to the configured ones (for programmatic use, e.g. benchmarks).
     """
+    register_resolvers()  # for configs composed outside train.py (the compose API, benchmarks)
     resumed = check_inputs(cfg)
     if resumed is not None:
         resume_techniques(cfg, resumed)
