@@ -8,11 +8,12 @@ from litcompress import noise, resolvers
 noise.install()  # before torch is imported: some of the lines it filters are printed then
 resolvers.register()  # the config's own interpolations (${scratch_or_finetune:...})
 
-from litcompress.run import main as run_main  # noqa: E402
-
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # Imported here, not above: `--help`, `--cfg job` and a bad override answer without torch.
+    from litcompress.run import main as run_main
+
     return run_main(cfg)
 
 

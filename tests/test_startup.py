@@ -57,6 +57,24 @@ print(json.dumps({{"heavy": heavy, "techniques": techniques}}))
     assert result.stderr == ""
 
 
+def test_train_py_help_and_a_bad_override_answer_without_importing_torch():
+    code = """
+import json, runpy, sys
+sys.argv = ["train.py", *sys.argv[1:]]
+try:
+    runpy.run_path("train.py", run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "lightning", "torchao"})
+print(json.dumps({"code": code, "heavy": heavy}))
+"""
+    for args, status in ((["--help"], 0), (["model=resnt"], 1)):
+        result = python(code, *args)
+        answer = json.loads(result.stdout.strip().splitlines()[-1])
+        assert answer == {"code": status, "heavy": []}, (args, result.stderr[-2000:])
+    assert "== Configuration groups ==" in python(code, "--help").stdout
+
+
 def test_a_checkpoint_form_imports_the_technique_that_owns_it_on_first_need():
     code = """
 import sys
