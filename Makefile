@@ -7,7 +7,7 @@ ARGS ?=
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow'"
 PYTEST_ARGS ?=
 
-.PHONY: install train test lint format bench clean
+.PHONY: install train test lint format docs bench clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The documentation site, from docs/ into site/; a broken link or a missing page fails it.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: install
 	$(PY) bench/overhead.py
 	$(PY) bench/prune.py
@@ -42,4 +46,4 @@ bench: install
 	$(PY) bench/distill.py --hard --students-only --features layer1,layer2,layer3
 
 clean:
-	rm -rf outputs multirun .pytest_cache .ruff_cache
+	rm -rf outputs multirun site .pytest_cache .ruff_cache

@@ -22,8 +22,8 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
+from litcompress.build import build, build_callbacks, build_module
 from litcompress.report import describe_cpu
-from litcompress.run import build, build_callbacks, build_module
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

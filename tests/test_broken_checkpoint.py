@@ -14,7 +14,8 @@ import pytest
 
 from litcompress.checkpoint import read_checkpoint
 from litcompress.errors import ConfigError
-from litcompress.run import check_inputs, run
+from litcompress.preflight import check_inputs
+from litcompress.run import run
 from tests.conftest import FAST, TINY_SHAPES, shared_run
 from tests.test_resume import assert_same_checkpoints
 
@@ -84,7 +85,7 @@ def test_auto_resume_falls_back_to_the_newest_readable_checkpoint_and_resumes_ex
     shutil.copytree(broken_run, by_hand)
     (by_hand / "checkpoints" / "last.ckpt").unlink()
     cfg = make_config(*TINY, "trainer.max_epochs=3", "ckpt_path=auto", output_dir=broken_run)
-    with caplog.at_level(logging.WARNING, logger="litcompress.run"):
+    with caplog.at_level(logging.WARNING, logger="litcompress.resume"):
         check_inputs(copy.deepcopy(cfg))
     assert re.search(
         rf"resuming from {re.escape(str(checkpoints / 'epoch001.ckpt'))} \(epoch 1, step \d+\)",

@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from litcompress.build import build, build_callbacks, build_compression
 from litcompress.data import ClassificationData
-from litcompress.run import build, build_callbacks, build_compression
 from tests.conftest import CONF_DIR, compose_config
 
 

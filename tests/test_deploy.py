@@ -27,8 +27,9 @@ from litcompress.deploy.export import Deliverable, export, labelled_images, real
 from litcompress.deploy.metadata import Preprocessing, read_metadata
 from litcompress.deploy.runtimes import load_artifact
 from litcompress.errors import ConfigError, ExportError
+from litcompress.preflight import check_inputs
 from litcompress.quant.backends import prepare
-from litcompress.run import check_inputs, run
+from litcompress.run import run
 from tests.conftest import FAST, ROOT, TINY_SHAPES, shared_run
 
 FORMATS = ("onnx", "openvino", "pt2")
@@ -756,7 +757,7 @@ def test_the_report_names_the_checkpoint_the_run_delivers(tmp_path):
 
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from litcompress.run import delivered
+    from litcompress.deliver import delivered
 
     callback = ModelCheckpoint(dirpath=tmp_path / "checkpoints")
     callback.best_model_path = str(tmp_path / "checkpoints" / "epoch003.ckpt")

@@ -15,11 +15,12 @@ import torch_pruning as tp
 from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from litcompress.build import build, build_compression, build_module
 from litcompress.checkpoint import load_network, read_checkpoint
 from litcompress.compress.prune import PrunedOptimizerState, int8_width_hint
 from litcompress.errors import ConfigError
 from litcompress.models import CifarResNet
-from litcompress.run import build, build_compression, build_module, run
+from litcompress.run import run
 from tests.conftest import FAST, TINY_SHAPES
 
 PRUNE = [*FAST, "compress=prune"]

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from litcompress.build import build
 from litcompress.checkpoint import load_network, read_checkpoint, rebuild_network
 from litcompress.compat import cpu_has_vnni
 from litcompress.compress.qat import QATCallback
@@ -21,7 +22,7 @@ from litcompress.quant.artifact import int8_notes, load_int8
 from litcompress.quant.backends import convert, prepare
 from litcompress.quant.fake_quant import FakeQuantNet
 from litcompress.report import ModelStats, build_report, report_markdown
-from litcompress.run import build, run
+from litcompress.run import run
 from tests.conftest import FAST, QAT, compose_config
 
 

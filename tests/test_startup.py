@@ -191,7 +191,7 @@ print("filters", len(logging.getLogger("torch.utils.cpp_extension").filters), "e
 # -- the model summary ----------------------------------------------------------------------------
 @pytest.mark.parametrize("drop, summaries", [([], 1), (["~callbacks.model_summary"], 0)])
 def test_the_trainer_gets_the_configs_model_summary_only(drop, summaries, make_config):
-    from litcompress.run import build_callbacks, ui_switches
+    from litcompress.build import build_callbacks, ui_switches
 
     cfg = make_config("trainer=debug", "~callbacks.progress_bar", *drop)
     callbacks = build_callbacks(cfg, has_logger=False)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from litcompress.compat import save_last_if_skipped
 from litcompress.errors import OutputError
@@ -69,3 +70,19 @@ class EpochSeed(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seed_global_generators(epoch_seed(self.seed, trainer.current_epoch, GLOBAL_STREAM))
+
+
+class ReportCallback(Callback):
+    """Keeps the ``before`` figures and the form of the network as it entered the run in
+    checkpoints, so that a resumed run reports the same (and times the same network)."""
+
+    def __init__(self) -> None:
+        self.before: dict[str, Any] | None = None
+        self.before_form: dict[str, Any] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"before": self.before, "before_form": self.before_form}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = state_dict["before"]
+        self.before_form = state_dict.get("before_form") or {}

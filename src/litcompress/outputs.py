@@ -25,10 +25,13 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
+from torch import nn
 
 from litcompress.checkpoint import readable_checkpoints
 from litcompress.errors import ConfigError
+from litcompress.report import state_dict_bytes
 
 # Checkpoints a run must have room for (best, last, and one being written).
 CHECKPOINTS_OF_ROOM = 4
@@ -122,6 +125,18 @@ def claim_checkpoint_folder(folder: Path, resuming: bool, overwrite: bool) -> No
         )
     for path in existing:
         os.remove(path)
+
+
+def prepare_checkpoint_folder(cfg: DictConfig, folders: dict[str, Path], net: nn.Module) -> None:
+    """Room for the checkpoints of ``net``, and the checkpoint folder claimed by this run (on the
+    first process; :func:`claim_checkpoint_folder`)."""
+    checkpoints = folders.get("callbacks.model_checkpoint.dirpath")
+    if checkpoints is None:
+        return
+    # Weights and optimizer state (two moments for Adam): about three copies of the weights.
+    check_free_space(checkpoints, 3 * state_dict_bytes(net))
+    if rank_zero_only.rank == 0:
+        claim_checkpoint_folder(checkpoints, bool(cfg.ckpt_path), bool(cfg.get("overwrite")))
 
 
 def _checkpoints(folder: Path) -> Iterable[Path]:

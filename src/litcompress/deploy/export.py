@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from litcompress.checkpoint import CHECKPOINT_KEY, cpu_twin, inference_network, read_checkpoint
-from litcompress.deploy.formats import FORMATS
+from litcompress.deploy.formats import FORMATS, check_formats
 from litcompress.deploy.metadata import artifact_metadata, read_metadata, write_metadata
 from litcompress.deploy.program import export_program, save_program
 from litcompress.deploy.runtimes import Runtime, load_artifact, run_batched
@@ -58,18 +58,6 @@ INT8_ACCURACY_TOLERANCE = 0.01
 # labelled images of int8's accuracy cost.
 PARITY_IMAGES = 256
 COST_IMAGES = 1024
-
-
-def check_formats(formats: Iterable[str], option: str) -> list[str]:
-    """``formats`` as a list, or ConfigError naming ``option`` and the formats there are."""
-    formats = [str(f) for f in formats]
-    for fmt in formats:
-        if fmt not in FORMATS:
-            raise ConfigError(
-                f"{option}={fmt!r} is not an export format; choose among {', '.join(FORMATS)} "
-                f"(e.g. {option}=[onnx,openvino])."
-            )
-    return formats
 
 
 @dataclass

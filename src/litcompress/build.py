@@ -1,0 +1,187 @@
+"""Builders: the objects of a run from its composed config (data, network and LightningModule,
+techniques, callbacks, loggers, trainer), each through Hydra's ``instantiate``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from litcompress.callbacks import EpochSeed, ReportCallback
+from litcompress.checkpoint import (
+    CHECKPOINT_KEY,
+    OWNERS_KEY,
+    build_network,
+    form_of,
+    read_checkpoint,
+    technique_of,
+)
+from litcompress.compress.base import CompressionCallback
+from litcompress.data.base import ClassificationData
+from litcompress.errors import ConfigError
+from litcompress.module import ClassifierModule
+from litcompress.outputs import AtomicCheckpointIO
+
+log = logging.getLogger(__name__)
+
+
+def build(config: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets a ConfigError from the target surface unwrapped."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        target = config.get("_target_") if hasattr(config, "get") else None
+        if target and str(error).startswith("Error locating target"):
+            module = str(target).rpartition(".")[0]
+            raise ConfigError(
+                f"_target_: {target} cannot be imported ({type(cause).__name__}: {cause}). A "
+                f"class or function in your own file must be importable as {module}: add the "
+                f"folder that holds {module.replace('.', '/')}.py to PYTHONPATH (e.g. "
+                f"PYTHONPATH=~/my_models python train.py ...), or fix the name."
+            ) from None
+        raise
+
+
+def model_config(cfg: DictConfig, data: ClassificationData) -> dict[str, Any]:
+    """The network's full config: the ``model`` group completed with what the data supplies."""
+    config = OmegaConf.to_container(cfg.model, resolve=True)
+    config.pop("_partial_", None)
+    config.update(
+        num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size
+    )
+    return config
+
+
+def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
+    """The classifier, with a fresh network or the one of ``init_from``."""
+    if cfg.init_from:
+        checkpoint = read_checkpoint(cfg.init_from, "init_from")
+        net_config = checkpoint[CHECKPOINT_KEY]["model_config"]
+        trained_classes = net_config["num_classes"]
+        if trained_classes != data.num_classes:
+            raise ConfigError(
+                f"init_from={cfg.init_from} holds a network for {trained_classes} classes, but the "
+                f"data ({cfg.data._target_}) has {data.num_classes}. Train on the same data, or "
+                f"start from scratch (init_from=null)."
+            )
+        for key, what in (("in_channels", "channels"), ("image_size", "image size")):
+            if net_config.get(key) != getattr(data, key):
+                raise ConfigError(
+                    f"init_from={cfg.init_from} holds a network trained on images with {what} "
+                    f"{net_config.get(key)}, but the data ({cfg.data._target_}) has {what} "
+                    f"{getattr(data, key)}. Fine-tune on data of the same {what} (e.g. "
+                    f"data.image_size={net_config.get('image_size')} where the data module "
+                    f"resizes), or start from scratch (init_from=null)."
+                )
+        meta = checkpoint[CHECKPOINT_KEY]
+        form = form_of(meta)
+        chosen = set(cfg.compress or {})
+        for key in form:
+            technique = technique_of(key, meta.get(OWNERS_KEY))
+            if technique.form_needs_deploy and technique.name not in chosen:
+                raise ConfigError(
+                    f"init_from={cfg.init_from} is a checkpoint of a network in the form "
+                    f"compress={technique.name} gives it ({key}), which only that technique turns "
+                    f"into a deliverable model: go on with compress={technique.name}, or use the "
+                    f"model its run delivered ({technique.delivered_hint})."
+                )
+        net = build_network(checkpoint)
+        log.info("Starting from the weights of %s (%s)", cfg.init_from, net_config["_target_"])
+    else:
+        net_config = model_config(cfg, data)
+        net = build(net_config)
+    module = ClassifierModule(
+        net,
+        optimizer=instantiate(cfg.optim),
+        scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.scheduler else None,
+        num_classes=data.num_classes,
+        model_config=net_config,
+        pretrained=bool(cfg.init_from),
+        **cfg.module,
+    )
+    if cfg.init_from:  # the new run's checkpoints must record the (pruned) architecture too
+        module.form = form
+    return module
+
+
+def build_compression(cfg: DictConfig) -> list[CompressionCallback]:
+    """The compression callbacks of ``compress=[...]``, ordered by their techniques' ``order``."""
+    callbacks = []
+    for name, config in (cfg.get("compress") or {}).items():
+        callback = build(config)
+        if not isinstance(callback, CompressionCallback):
+            raise ConfigError(
+                f"compress.{name} builds a {type(callback).__name__} ({config.get('_target_')}), "
+                f"which is not a litcompress.compress.CompressionCallback: a compression "
+                f"technique must subclass it (see the README, 'Writing a compression callback')."
+            )
+        callbacks.append(callback)
+    return sorted(callbacks, key=lambda c: c.order)
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if not has_logger:
+        # LearningRateMonitor refuses to run without a logger; there is nothing to monitor into.
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
+
+
+def ui_switches(cfg: DictConfig, callbacks: list[Callback]) -> dict[str, bool]:
+    """Leave the progress bar and the model summary to the config's callbacks.
+
+    Lightning adds its own when none is among the callbacks, so `~callbacks.progress_bar` alone
+    would swap the rich bar for a plain one instead of removing it. The model summary switch only
+    adds Lightning's default summary (ours prints whatever it says), and on with ours present it
+    says "Trainer already configured with model summary callbacks": always off.
+    """
+    switches = {
+        "enable_progress_bar": any(isinstance(c, ProgressBar) for c in callbacks),
+        "enable_model_summary": False,
+    }
+    return {key: value for key, value in switches.items() if key not in cfg.trainer}
+
+
+def build_data(cfg: DictConfig) -> ClassificationData:
+    """The data module, its order seeded by the run's ``seed``."""
+    data: ClassificationData = build(cfg.data)
+    data.shuffle_seed = cfg.seed
+    return data
+
+
+def build_trainer(
+    cfg: DictConfig,
+    compression: list[CompressionCallback],
+    plugins: list[Any],
+    extra_callbacks: list[Callback] | None = None,
+) -> tuple[L.Trainer, ReportCallback]:
+    """The Lightning trainer with the run's loggers and callbacks: the report's, the config's,
+    the techniques', ``extra_callbacks``, and the epoch seeding last (it seeds after the others'
+    epoch-start work). Checkpoints are written whole or not at all (:class:`AtomicCheckpointIO`).
+    """
+    loggers: list[Logger] = [build(c) for c in (cfg.get("logger") or {}).values() if c]
+    report_callback = ReportCallback()
+    callbacks = [
+        report_callback,
+        *build_callbacks(cfg, bool(loggers)),
+        *compression,
+        *(extra_callbacks or []),
+        EpochSeed(cfg.seed),
+    ]
+    trainer: L.Trainer = build(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        **ui_switches(cfg, callbacks),
+        plugins=[*plugins, AtomicCheckpointIO()],
+    )
+    return trainer, report_callback
