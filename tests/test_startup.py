@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import ModelSummary
 
 from litcompress import noise
 from litcompress.cli import COMMANDS
-from litcompress.compress import BUILTIN_FORMS
+from litcompress.forms import BUILTIN_FORMS
 from tests.conftest import ROOT
 
 HEAVY = ("torch", "torchvision", "lightning", "torchao", "onnx", "openvino", "hydra")
@@ -78,7 +78,8 @@ print(json.dumps({"code": code, "heavy": heavy}))
 def test_a_checkpoint_form_imports_the_technique_that_owns_it_on_first_need():
     code = """
 import sys
-from litcompress.checkpoint import form_of, technique_of
+from litcompress.checkpoint import form_of
+from litcompress.forms import technique_of
 loaded = lambda: [m for m in sys.modules if m.startswith("litcompress.compress.")]
 before = [m for m in loaded() if m != "litcompress.compress.base"]
 form = form_of({"pruning_history": [], "inputs": {}, "data": {}})
@@ -103,7 +104,7 @@ def test_every_built_in_technique_with_a_form_is_found_by_its_key():
     import importlib
 
     import litcompress.compress as package
-    from litcompress.compress.base import FORMS
+    from litcompress.forms import FORMS
 
     for name in package.__all__:
         assert getattr(package, name).__name__ == name  # the lazy names resolve

@@ -20,11 +20,11 @@ from litcompress.checkpoint import (
     build_network,
     form_of,
     read_checkpoint,
-    technique_of,
 )
 from litcompress.compress.base import CompressionCallback
 from litcompress.data.base import ClassificationData
 from litcompress.errors import ConfigError
+from litcompress.forms import technique_of
 from litcompress.module import ClassifierModule
 from litcompress.outputs import AtomicCheckpointIO
 

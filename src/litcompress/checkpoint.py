@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from torch import nn
 
-from litcompress.compress.base import CompressionCallback, form_technique, is_form_key
 from litcompress.errors import ConfigError
+from litcompress.forms import is_form_key, technique_of
 
 # The checkpoint key under which litcompress records what it needs to rebuild the network.
 CHECKPOINT_KEY = "litcompress"
@@ -144,26 +144,6 @@ def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
         for key, value in checkpoint["state_dict"].items()
         if key.startswith("net.")
     }
-
-
-def technique_of(key: str, owners: dict[str, str] | None = None) -> type[CompressionCallback]:
-    """The technique that records checkpoint entry ``key``.
-
-    A built-in technique's module is imported on the first lookup of its key; a technique
-    defined elsewhere (a user's own file) is found through the class path the checkpoint recorded
-    for it (``owners``), which imports and so registers it.
-    """
-    technique = form_technique(key)
-    if technique is None and owners and key in owners:
-        get_class(owners[key])  # importing the technique's module registers it
-        technique = form_technique(key)
-    if technique is None:
-        raise ConfigError(
-            f"The checkpoint records a network form {key!r} that no compression technique "
-            f"registers. Import the module that defines that technique (it must be importable: "
-            f"on PYTHONPATH) before loading the checkpoint."
-        )
-    return technique
 
 
 def form_of(meta: dict[str, Any]) -> dict[str, Any]:

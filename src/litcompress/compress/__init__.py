@@ -23,15 +23,6 @@ _EXPORTS = {
     "SparsityCallback": "litcompress.compress.sparsity",
 }
 
-# Checkpoint entry (a technique's ``form_key``) -> the module of the built-in technique that
-# records it: the checkpoint code imports it when a checkpoint holds that entry (importing it
-# registers the technique in ``base.FORMS``).
-BUILTIN_FORMS = {
-    "pruning_history": "litcompress.compress.prune",
-    "quantization": "litcompress.compress.qat",
-    "sparsity": "litcompress.compress.sparsity",
-}
-
 __all__ = list(_EXPORTS)
 
 

@@ -1,15 +1,15 @@
-"""The protocol every compression technique follows, and the registry of network forms.
+"""The protocol every compression technique follows.
 
 A technique is a Lightning callback that subclasses :class:`CompressionCallback`. The run
-(:mod:`litcompress.run`) and the checkpoint code (:mod:`litcompress.checkpoint`) only talk to
-techniques through this class, so a new technique is one file, one YAML in ``conf/compress/`` and
-its tests: nothing else in the package names it.
+(:mod:`litcompress.run`) and the checkpoint code (:mod:`litcompress.checkpoint`, through the
+registry of :mod:`litcompress.forms`) only talk to techniques through this class, so a new
+technique is one file, one YAML in ``conf/compress/`` and its tests: nothing else in the package
+names it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
 import shutil
@@ -23,29 +23,10 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 
 from litcompress.compat import forget_best_checkpoints
-from litcompress.compress import BUILTIN_FORMS
+from litcompress.forms import register
 from litcompress.report import ModelStats
 
 log = logging.getLogger(__name__)
-
-# Checkpoint entry -> the technique that records it (filled as technique classes are defined).
-FORMS: dict[str, type[CompressionCallback]] = {}
-
-
-def form_technique(key: str) -> type[CompressionCallback] | None:
-    """The technique registered for checkpoint entry ``key``, or ``None``.
-
-    A built-in technique's module is imported (so registered) on the first lookup of its key
-    (:data:`litcompress.compress.BUILTIN_FORMS`); others register when their module is imported.
-    """
-    if key not in FORMS and key in BUILTIN_FORMS:
-        importlib.import_module(BUILTIN_FORMS[key])
-    return FORMS.get(key)
-
-
-def is_form_key(key: str) -> bool:
-    """Whether ``key`` is a checkpoint entry some technique records (built-in or imported)."""
-    return key in FORMS or key in BUILTIN_FORMS
 
 
 class CompressionCallback(Callback):
@@ -84,7 +65,7 @@ class CompressionCallback(Callback):
         super().__init_subclass__(**kwargs)
         # Only the class that declares a form owns it (a subclass of PruneCallback does not).
         if cls.__dict__.get("form_key") is not None:
-            FORMS[cls.form_key] = cls
+            register(cls.form_key, cls)
 
     # -- schedule ---------------------------------------------------------------------------------
     def last_form_change_epoch(self) -> int | None:

@@ -12,12 +12,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from litcompress.build import build
 from litcompress.data.base import ClassificationData
 from litcompress.deploy.runtimes import Runtime
 from litcompress.errors import ConfigError
 from litcompress.quant.artifact import evaluate_cpu
 from litcompress.report import cpu_info, measure_latency_ms
-from litcompress.build import build
 
 # Where `litcompress` finds the Hydra configs (conf/) when it composes a `data=...` override.
 CONFIG_DIR_ENV = "LITCOMPRESS_CONFIG_DIR"
