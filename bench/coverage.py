@@ -67,7 +67,7 @@ def run_one(
     sys.path.insert(0, str(ROOT / "bench"))
     from _runs import compose_config
     from litcompress.checkpoint import read_checkpoint, rebuild_network
-    from litcompress.report import count_macs, count_params
+    from litcompress.measure import count_macs, count_params
     from litcompress.run import main
 
     cfg = compose_config(overrides(name, image_size, backend, round_to), output_dir)
@@ -194,7 +194,7 @@ def main() -> None:
     import torchvision
 
     import litcompress
-    from litcompress.report import describe_cpu
+    from litcompress.measure import describe_cpu
 
     names = args.models or torchvision.models.list_models(module=torchvision.models)
     rounding = f", round_to={args.round_to}" if args.round_to else ""

@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 from _runs import shapes_run, train
-from litcompress.report import describe_cpu
+from litcompress.measure import describe_cpu
 
 # The harder data of --hard: shapes of 25-60% of the image side, 2 distractors, more noise.
 # (15-40% with 4 distractors and noise 0.15, and 20-50% with 3 and 0.12, left every network at

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
 from litcompress.build import build, build_callbacks, build_module
-from litcompress.report import describe_cpu
+from litcompress.measure import describe_cpu
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

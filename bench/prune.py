@@ -24,8 +24,8 @@ from lightning.pytorch.callbacks import ModelPruning
 
 from _runs import SHAPE, prune_half, shapes_run, train
 from litcompress.checkpoint import load_network
+from litcompress.measure import count_macs, count_params, describe_cpu, measure_latency_ms
 from litcompress.models import CifarResNet, torchvision_classifier
-from litcompress.report import count_macs, count_params, describe_cpu, measure_latency_ms
 
 ROWS = ["unpruned", "litcompress", "lottery", "finetune"]
 

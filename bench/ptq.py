@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from _runs import shapes_run, train
-from litcompress.report import describe_cpu
+from litcompress.measure import describe_cpu
 
 # Name, model overrides, overrides of the fp32 run only.
 NETWORKS: dict[str, tuple[str, list[str], list[str]]] = {

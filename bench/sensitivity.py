@@ -24,7 +24,7 @@ from pathlib import Path
 
 from _runs import shapes_run, train
 from litcompress.cli import main as litcompress
-from litcompress.report import describe_cpu
+from litcompress.measure import describe_cpu
 
 
 def main() -> None:

@@ -33,8 +33,8 @@ from torch import nn
 from _runs import shapes_run, train
 from litcompress.checkpoint import load_network
 from litcompress.compress.sparsity import SparsityCallback, zipped_bytes
+from litcompress.measure import describe_cpu
 from litcompress.models import find_classifier
-from litcompress.report import describe_cpu
 
 BATCH = 128
 

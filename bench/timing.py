@@ -20,8 +20,8 @@ import time
 import torch
 
 from _runs import SHAPE
+from litcompress.measure import ModelStats, describe_cpu, measure_latency_ms, time_side_by_side
 from litcompress.models import CifarResNet
-from litcompress.report import ModelStats, describe_cpu, measure_latency_ms, time_side_by_side
 
 
 def burn(stop: multiprocessing.synchronize.Event) -> None:

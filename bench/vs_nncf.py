@@ -35,7 +35,7 @@ from omegaconf import OmegaConf
 from _runs import shapes_run, train
 from litcompress.deploy.evaluate import evaluate, load_data
 from litcompress.deploy.runtimes import OpenVINORuntime, load_artifact
-from litcompress.report import describe_cpu
+from litcompress.measure import describe_cpu
 
 
 class RecordTrainingImages(Callback):

@@ -17,11 +17,12 @@ from litcompress.checkpoint import load_network, read_checkpoint, rebuild_networ
 from litcompress.compat import cpu_has_vnni
 from litcompress.compress.qat import QATCallback
 from litcompress.errors import ConfigError
+from litcompress.measure import ModelStats
 from litcompress.models import SmallCNN
 from litcompress.quant.artifact import int8_notes, load_int8
 from litcompress.quant.backends import convert, prepare
 from litcompress.quant.fake_quant import FakeQuantNet
-from litcompress.report import ModelStats, build_report, report_markdown
+from litcompress.report import build_report, report_markdown
 from litcompress.run import run
 from tests.conftest import FAST, QAT, compose_config
 

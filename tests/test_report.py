@@ -6,20 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from litcompress.measure import ModelStats, count_macs, count_params, measure, state_dict_bytes
 from litcompress.models import CifarResNet
-from litcompress.report import (
-    REPORT_FIGURES,
-    ModelStats,
-    atomic_path,
-    build_report,
-    count_macs,
-    count_params,
-    measure,
-    report_figures,
-    report_markdown,
-    state_dict_bytes,
-    write_json_atomic,
-)
+from litcompress.outputs import atomic_path, write_json_atomic
+from litcompress.report import REPORT_FIGURES, build_report, report_figures, report_markdown
 
 
 def tiny_net() -> nn.Module:
@@ -133,7 +123,7 @@ class _Busy:
 
 
 def test_paired_timing_alternates_the_two_networks_in_one_window():
-    from litcompress.report import MIN_ROUNDS, PAIRED_ROUNDS, paired_latency_ms
+    from litcompress.measure import MIN_ROUNDS, PAIRED_ROUNDS, paired_latency_ms
 
     calls = []
     first = _Recorder("first", calls, [0.002])
@@ -149,7 +139,7 @@ def test_paired_timing_alternates_the_two_networks_in_one_window():
 
 
 def test_a_speed_up_that_moves_between_rounds_is_flagged_not_reported_confidently():
-    from litcompress.report import time_side_by_side
+    from litcompress.measure import time_side_by_side
 
     calls = []
     steady = _Recorder("before", calls, [0.002])
@@ -164,7 +154,7 @@ def test_a_speed_up_that_moves_between_rounds_is_flagged_not_reported_confidentl
 
 
 def test_paired_timing_keeps_to_its_budget_with_slow_networks():
-    from litcompress.report import MIN_ROUNDS, paired_latency_ms
+    from litcompress.measure import MIN_ROUNDS, paired_latency_ms
 
     calls = []
     slow = [_Recorder("first", calls, [0.02]), _Recorder("second", calls, [0.02])]

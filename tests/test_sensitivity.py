@@ -16,8 +16,7 @@ from litcompress.checkpoint import load_network, read_checkpoint
 from litcompress.cli import main
 from litcompress.deploy.evaluate import data_config, load_data
 from litcompress.errors import ConfigError
-from litcompress.quant.artifact import evaluate_cpu
-from litcompress.report import count_macs
+from litcompress.measure import count_macs, evaluate_cpu
 from litcompress.run import run
 from litcompress.sensitivity import analyse, prunable_groups
 from tests.conftest import FAST

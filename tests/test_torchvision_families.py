@@ -13,8 +13,8 @@ import torch
 
 from litcompress.checkpoint import load_network, read_checkpoint, rebuild_network
 from litcompress.errors import ConfigError
+from litcompress.measure import count_params
 from litcompress.quant.artifact import load_int8
-from litcompress.report import count_params
 from litcompress.run import run
 from tests.conftest import FAST, TINY_SHAPES
 

@@ -310,7 +310,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_figures(figures: dict[str, Any]) -> None:
-    from litcompress.report import describe_cpu
+    from litcompress.measure import describe_cpu
 
     print(f"{figures['artifact']} ({figures['runtime']} {figures['precision']})")
     print(f"  test accuracy: {figures['test_acc']:.4f} on {figures['test_images']} images")

@@ -19,15 +19,10 @@ from litcompress.checkpoint import form_record, rebuild_network
 from litcompress.compress.base import CompressionCallback
 from litcompress.data.base import ClassificationData
 from litcompress.errors import ConfigError
+from litcompress.measure import ModelStats, measure_latency_ms, measure_size, time_side_by_side
 from litcompress.module import ClassifierModule
 from litcompress.preflight import metric_names
-from litcompress.report import (
-    ModelStats,
-    measure_latency_ms,
-    measure_size,
-    time_side_by_side,
-    write_report,
-)
+from litcompress.report import write_report
 
 log = logging.getLogger(__name__)
 

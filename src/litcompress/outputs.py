@@ -10,16 +10,20 @@ started at once are kept apart earlier, by :mod:`litcompress.run_folder`).
 a disk that fills mid-write leaves the previous checkpoints whole; :func:`disk_failure` and
 :func:`disk_failure_message` turn a full (or failing) disk into one paragraph that says where to
 resume from, and :func:`reserve_room` keeps a little room for that paragraph in ``train.log``.
+
+Every file litcompress writes whole or not at all goes through :func:`atomic_path`.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,7 @@ from torch import nn
 
 from litcompress.checkpoint import readable_checkpoints
 from litcompress.errors import ConfigError
-from litcompress.report import state_dict_bytes
+from litcompress.measure import state_dict_bytes
 
 # Checkpoints a run must have room for (best, last, and one being written).
 CHECKPOINTS_OF_ROOM = 4
@@ -276,3 +280,32 @@ def release_room(path: Path | None) -> None:
     """Give back the room :func:`reserve_room` kept."""
     if path is not None:
         path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary file next to ``path`` that replaces ``path`` once the block succeeds.
+
+    Readers see the old file or the whole new one, never a partial write; on error the temporary
+    file is removed. The new file gets the usual permissions (the umask's).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same suffix as the target: some writers (torch.export.save) check it.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``data`` as JSON so that ``path`` is either the old file or the whole new one."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))

@@ -29,9 +29,8 @@ from litcompress.compress.prune import (
     torch_pruning_failure,
 )
 from litcompress.errors import ConfigError
+from litcompress.measure import count_macs, evaluate_cpu
 from litcompress.models import find_classifier
-from litcompress.quant.artifact import evaluate_cpu
-from litcompress.report import count_macs
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

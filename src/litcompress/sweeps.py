@@ -36,7 +36,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from litcompress.errors import ConfigError, JobFailed, first_line
-from litcompress.report import atomic_path
+from litcompress.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from litcompress.compat import forget_best_checkpoints
 from litcompress.forms import register
-from litcompress.report import ModelStats
+from litcompress.measure import ModelStats
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from torchvision.models.vision_transformer import VisionTransformer
 from litcompress.compat import GroupRoundingPruner, channel_groups, round_kept_per_group
 from litcompress.compress.base import CompressionCallback, fingerprint
 from litcompress.errors import ConfigError
+from litcompress.measure import count_macs, count_params
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
 from litcompress.pictures import has_tensorboard, layer_bars, log_figure
-from litcompress.report import count_macs, count_params
 
 log = logging.getLogger(__name__)
 

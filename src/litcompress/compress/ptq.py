@@ -24,6 +24,7 @@ from litcompress.checkpoint import cpu_twin
 from litcompress.compat import cpu_has_vnni
 from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
+from litcompress.measure import ModelStats
 from litcompress.module import ClassifierModule
 from litcompress.quant.artifact import ARTIFACTS, deliver_int8
 from litcompress.quant.backends import (
@@ -32,7 +33,6 @@ from litcompress.quant.backends import (
     export_float,
     quantize_post_training,
 )
-from litcompress.report import ModelStats
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from torch import nn
 from litcompress.compat import cpu_has_vnni
 from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
+from litcompress.measure import ModelStats
 from litcompress.module import ClassifierModule
 from litcompress.quant.artifact import ARTIFACTS, deploy_int8
 from litcompress.quant.backends import check_backend, prepare
 from litcompress.quant.fake_quant import FakeQuantNet
-from litcompress.report import ModelStats
 
 log = logging.getLogger(__name__)
 

@@ -37,11 +37,11 @@ from torch.nn.utils import prune
 
 from litcompress.compress.base import CompressionCallback, fingerprint
 from litcompress.errors import ConfigError
+from litcompress.measure import ModelStats
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
 from litcompress.pictures import has_tensorboard, layer_bars, log_figure
 from litcompress.quant.artifact import ARTIFACTS
-from litcompress.report import ModelStats
 
 log = logging.getLogger(__name__)
 

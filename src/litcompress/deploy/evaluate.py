@@ -16,8 +16,7 @@ from litcompress.build import build
 from litcompress.data.base import ClassificationData
 from litcompress.deploy.runtimes import Runtime
 from litcompress.errors import ConfigError
-from litcompress.quant.artifact import evaluate_cpu
-from litcompress.report import cpu_info, measure_latency_ms
+from litcompress.measure import cpu_info, evaluate_cpu, measure_latency_ms
 
 # Where `litcompress` finds the Hydra configs (conf/) when it composes a `data=...` override.
 CONFIG_DIR_ENV = "LITCOMPRESS_CONFIG_DIR"

@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from litcompress.checkpoint import CHECKPOINT_KEY, read_checkpoint
 from litcompress.deploy.images import read_image
 from litcompress.errors import ConfigError
-from litcompress.report import atomic_path
+from litcompress.outputs import atomic_path
 from litcompress.version import __version__
 
 META_KEY = "litcompress"

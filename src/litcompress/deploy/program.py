@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from litcompress.errors import ConfigError, first_line
+from litcompress.outputs import atomic_path
 from litcompress.quant.backends import TRACE_BATCH, batch_dim, quiet_deprecations
-from litcompress.report import atomic_path
 
 
 def export_program(model: nn.Module, input_shape: Sequence[int]) -> torch.export.ExportedProgram:

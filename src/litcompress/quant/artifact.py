@@ -11,34 +11,32 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 from collections.abc import Sequence
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from litcompress.checkpoint import CHECKPOINT_KEY, cpu_twin, rebuild_network, require_file
 from litcompress.compat import cpu_has_vnni, enable_inductor_freezing
 from litcompress.deploy.metadata import artifact_metadata, write_metadata
 from litcompress.deploy.program import export_program, save_program
 from litcompress.errors import ConfigError, first_line
-from litcompress.pictures import has_tensorboard, log_histograms
-from litcompress.quant.backends import TRACE_BATCH, convert
-from litcompress.report import (
+from litcompress.measure import (
     ModelStats,
-    atomic_path,
     count_macs,
     count_params,
+    evaluate_cpu,
     measure_latency_ms,
     state_dict_bytes,
 )
+from litcompress.outputs import atomic_path
+from litcompress.pictures import has_tensorboard, log_histograms
+from litcompress.quant.backends import TRACE_BATCH, convert
 
 log = logging.getLogger(__name__)
 
@@ -294,24 +292,3 @@ def int8_notes(stats: ModelStats) -> list[str]:
             f"weights save ({stats.extra['int8_weights_bytes']:,} bytes of tensors)."
         )
     return notes
-
-
-def evaluate_cpu(
-    net: nn.Module, loader: Any, num_classes: int, max_batches: float | None = None
-) -> float:
-    """Accuracy of ``net`` over (the first ``max_batches`` batches of) ``loader`` on the CPU.
-
-    Short last batches are padded to the first batch's size, so that a model compiled for one
-    batch size is not compiled again.
-    """
-    # Only this process evaluates, even under DDP: no syncing with the other ranks.
-    accuracy = MulticlassAccuracy(num_classes, average="micro", sync_on_compute=False)
-    batch_size = None
-    with torch.no_grad():
-        for x, y in islice(loader, None if max_batches in (None, math.inf) else int(max_batches)):
-            batch_size = batch_size or len(x)
-            n = len(x)
-            if n < batch_size:
-                x = torch.cat([x, x[-1:].expand(batch_size - n, *x.shape[1:])])
-            accuracy.update(net(x)[:n], y)
-    return float(accuracy.compute())
