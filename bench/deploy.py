@@ -32,9 +32,9 @@ from litcompress.checkpoint import rebuild_network
 from litcompress.compat import cpu_has_vnni
 from litcompress.deploy.evaluate import evaluate, load_data
 from litcompress.deploy.export import Deliverable, artifact_name, write_artifact
+from litcompress.deploy.int8 import enable_int8_kernels
 from litcompress.deploy.runtimes import load_artifact
 from litcompress.measure import describe_cpu, measure_latency_ms
-from litcompress.quant.artifact import enable_int8_kernels
 from litcompress.quant.backends import prepare
 
 NETWORKS = {

@@ -25,8 +25,8 @@ import torch
 from _runs import accuracy_options, shapes_run, train_then_qat
 from litcompress.checkpoint import rebuild_network
 from litcompress.compat import cpu_has_vnni
+from litcompress.deploy.int8 import ARTIFACTS, enable_int8_kernels, load_int8, save_int8
 from litcompress.measure import describe_cpu, measure_latency_ms
-from litcompress.quant.artifact import ARTIFACTS, enable_int8_kernels, load_int8, save_int8
 from litcompress.quant.backends import convert
 
 SHAPE = (3, 32, 32)

@@ -10,8 +10,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from litcompress.deploy.int8 import is_int8_program, load_program
 from litcompress.errors import ConfigError
-from litcompress.quant.artifact import is_int8_program, load_program
 from litcompress.quant.backends import quantize_post_training
 from litcompress.run import run
 from tests.conftest import FAST

@@ -16,10 +16,10 @@ from litcompress.build import build
 from litcompress.checkpoint import load_network, read_checkpoint, rebuild_network
 from litcompress.compat import cpu_has_vnni
 from litcompress.compress.qat import QATCallback
+from litcompress.deploy.int8 import int8_notes, load_int8
 from litcompress.errors import ConfigError
 from litcompress.measure import ModelStats
 from litcompress.models import SmallCNN
-from litcompress.quant.artifact import int8_notes, load_int8
 from litcompress.quant.backends import convert, prepare
 from litcompress.quant.fake_quant import FakeQuantNet
 from litcompress.report import build_report, report_markdown
@@ -141,7 +141,7 @@ def test_the_int8_artifact_reloads_in_a_fresh_process_with_identical_predictions
     torch.save(x, tmp_path / "x.pt")
     script = (
         "import sys, torch\n"
-        "from litcompress.quant.artifact import int8_notes, load_int8\n"
+        "from litcompress.deploy.int8 import int8_notes, load_int8\n"
         "net = load_int8(sys.argv[1])\n"
         "with torch.no_grad():\n"
         "    torch.save(net(torch.load(sys.argv[2])), sys.argv[3])\n"

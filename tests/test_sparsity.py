@@ -13,8 +13,8 @@ from torch import nn
 
 from litcompress.checkpoint import load_network, read_checkpoint
 from litcompress.compress import SparsityCallback
+from litcompress.deploy.int8 import load_program
 from litcompress.errors import ConfigError
-from litcompress.quant.artifact import load_program
 from litcompress.run import run
 from tests.conftest import FAST
 

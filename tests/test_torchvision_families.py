@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from litcompress.checkpoint import load_network, read_checkpoint, rebuild_network
+from litcompress.deploy.int8 import load_int8
 from litcompress.errors import ConfigError
 from litcompress.measure import count_params
-from litcompress.quant.artifact import load_int8
 from litcompress.run import run
 from tests.conftest import FAST, TINY_SHAPES
 

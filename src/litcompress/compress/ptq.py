@@ -3,7 +3,7 @@ training (torchao PT2E with the x86 inductor quantizer).
 
 At the end of the run the trained float network is exported, observed on
 ``calibration_batches`` training batches and converted; the int8 model is saved, reloaded and
-measured exactly as QAT's (:func:`litcompress.quant.artifact.deliver_int8`): the report's
+measured exactly as QAT's (:func:`litcompress.deploy.int8.deliver_int8`): the report's
 ``after`` entry is the int8 model. ``init_from=<ckpt> compress=ptq trainer.max_epochs=0``
 quantizes a trained checkpoint without training; ``compress=[prune,ptq]`` prunes, fine-tunes,
 then calibrates the pruned network. When PTQ loses too much accuracy, ``compress=qat`` trains
@@ -23,10 +23,10 @@ import lightning as L
 from litcompress.checkpoint import cpu_twin
 from litcompress.compat import cpu_has_vnni
 from litcompress.compress.base import CompressionCallback
+from litcompress.deploy.int8 import ARTIFACTS, deliver_int8
 from litcompress.errors import ConfigError
 from litcompress.measure import ModelStats
 from litcompress.module import ClassifierModule
-from litcompress.quant.artifact import ARTIFACTS, deliver_int8
 from litcompress.quant.backends import (
     OBSERVERS,
     check_backend,

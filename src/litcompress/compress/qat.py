@@ -2,7 +2,7 @@
 
 From ``start_epoch`` the network trains fake-quantized (:class:`~litcompress.quant.fake_quant.
 FakeQuantNet`); at the end of the run it is converted to int8 kernels, saved as a deployable
-artifact in the run folder and measured (:mod:`litcompress.quant.artifact`): the report's
+artifact in the run folder and measured (:mod:`litcompress.deploy.int8`): the report's
 ``after`` entry is the int8 model, not the fake-quantized one. Backends: ``pt2e`` (default, torchao
 + inductor, ``model_int8.pt2``) and ``fx`` (torch.ao, eager int8, ``model_int8.pt``); see
 :mod:`litcompress.quant.backends`.
@@ -21,10 +21,10 @@ from torch import nn
 
 from litcompress.compat import cpu_has_vnni
 from litcompress.compress.base import CompressionCallback
+from litcompress.deploy.int8 import ARTIFACTS, deploy_int8
 from litcompress.errors import ConfigError
 from litcompress.measure import ModelStats
 from litcompress.module import ClassifierModule
-from litcompress.quant.artifact import ARTIFACTS, deploy_int8
 from litcompress.quant.backends import check_backend, prepare
 from litcompress.quant.fake_quant import FakeQuantNet
 
@@ -59,7 +59,7 @@ class QATCallback(CompressionCallback):
     delivers_int8 = True
     form_key = "quantization"
     form_needs_deploy = True
-    delivered_hint = "the run folder's model_int8.pt2, litcompress.quant.artifact.load_int8"
+    delivered_hint = "the run folder's model_int8.pt2, litcompress.deploy.int8.load_int8"
 
     def __init__(
         self,
@@ -218,7 +218,7 @@ class QATCallback(CompressionCallback):
         """Convert the trained network to int8, save it in ``output_dir``, and measure it.
 
         Returns ``None`` when not ``measure``, or when the run stopped before QAT started
-        (nothing to convert); see :func:`litcompress.quant.artifact.deploy_int8`.
+        (nothing to convert); see :func:`litcompress.deploy.int8.deploy_int8`.
         """
         if not isinstance(module.net, FakeQuantNet):
             log.warning(

@@ -36,12 +36,12 @@ from torch import nn
 from torch.nn.utils import prune
 
 from litcompress.compress.base import CompressionCallback, fingerprint
+from litcompress.deploy.int8 import ARTIFACTS
 from litcompress.errors import ConfigError
 from litcompress.measure import ModelStats
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
 from litcompress.pictures import has_tensorboard, layer_bars, log_figure
-from litcompress.quant.artifact import ARTIFACTS
 
 log = logging.getLogger(__name__)
 

@@ -36,13 +36,13 @@ from torch import Tensor, nn
 
 from litcompress.checkpoint import CHECKPOINT_KEY, cpu_twin, inference_network, read_checkpoint
 from litcompress.deploy.formats import FORMATS, check_formats
+from litcompress.deploy.int8 import ARTIFACTS, is_int8_program, load_program
 from litcompress.deploy.metadata import artifact_metadata, read_metadata, write_metadata
 from litcompress.deploy.program import export_program, save_program
 from litcompress.deploy.runtimes import Runtime, load_artifact, run_batched
 from litcompress.errors import ConfigError, ExportError, first_line
 from litcompress.measure import ModelStats, measure_latency_ms
 from litcompress.outputs import atomic_path
-from litcompress.quant.artifact import ARTIFACTS, is_int8_program, load_program
 from litcompress.quant.backends import convert, quiet_deprecations
 from litcompress.quant.fake_quant import FakeQuantNet
 

@@ -3,7 +3,7 @@
 :func:`load_artifact` opens a checkpoint (``.ckpt``), a torch program (``.pt2``, fp32 or int8),
 the fx int8 model (``.pt``), an ONNX model (ONNX Runtime) or an OpenVINO IR (``.xml``), each the
 way a user deploys it, so that predicting, evaluating and timing treat them all alike
-(:func:`litcompress.quant.artifact.evaluate_cpu` and
+(:func:`litcompress.deploy.int8.evaluate_cpu` and
 :func:`litcompress.report.measure_latency_ms` take a :class:`Runtime` as they take a network).
 """
 
@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from litcompress.checkpoint import inference_network, read_checkpoint, require_file
+from litcompress.deploy.int8 import is_int8_program, load_int8, load_program
 from litcompress.deploy.metadata import checkpoint_metadata, read_metadata
 from litcompress.errors import ConfigError, first_line
-from litcompress.quant.artifact import is_int8_program, load_int8, load_program
 
 log = logging.getLogger(__name__)
 
