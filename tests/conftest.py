@@ -68,13 +68,13 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
 
 
 def shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of this test session shared by all its workers (pytest-xdist) or its one process."""
+    """A folder of this test run shared by all its workers (pytest-xdist) or its one process."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, overrides: list[str]) -> Path:
-    """The output folder of one run made once for the whole test session, whatever the workers.
+    """The output folder of one run made once for the whole test run, whatever the workers.
 
     The first worker to ask makes it (under a file lock); the others wait and reuse it. Tests must
     only read it (copy what they change).
@@ -93,7 +93,7 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory, name: str, overrides: l
 
 @pytest.fixture(scope="session")
 def trained_resnet8(tmp_path_factory) -> Path:
-    """last.ckpt of a ResNet-8 trained (briefly) on digits, shared by the whole session."""
+    """last.ckpt of a ResNet-8 trained (briefly) on digits, shared by the whole test run."""
     overrides = [*FAST, "model=resnet", "model.depth=8", "report.enabled=false"]
     return shared_run(tmp_path_factory, "resnet8_digits", overrides) / "checkpoints" / "last.ckpt"
 

@@ -151,7 +151,7 @@ def test_torchao_pattern_graphs_are_exported_once_per_process(monkeypatch):
     outputs, exports = [], []
     for _ in range(2):  # the second prepare takes every pattern from the cache
         before = len(calls)
-        model = prepare(copy.deepcopy(net), backend="pt2e", input_shape=(3, 8, 8))
+        model = prepare(copy.deepcopy(net), backend="pt2e", inputs=(3, 8, 8))
         outputs.append(model(x))
         exports.append(len(calls) - before)
     assert exports[1] == 1 < exports[0]  # the network itself, no pattern

@@ -1,5 +1,5 @@
 """Bad input refused before training with a message naming the option, the value and the fix; and
-runs that did what they were asked end without an error (issue 13)."""
+runs that did what they were asked end without an error."""
 
 from __future__ import annotations
 

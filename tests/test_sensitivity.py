@@ -163,4 +163,4 @@ def test_a_network_without_prunable_groups_is_refused_before_any_evaluation():
 
     head_only = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
     with pytest.raises(ConfigError, match=r"no layer torch-pruning can prune alone"):
-        analyse(head_only, Untouchable(), num_classes=4, input_shape=(3, 8, 8))
+        analyse(head_only, Untouchable(), num_classes=4, inputs=(3, 8, 8))

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 import lightning as L
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger
@@ -25,30 +24,11 @@ from litcompress.compress.base import CompressionCallback
 from litcompress.data.base import ClassificationData
 from litcompress.errors import ConfigError
 from litcompress.forms import technique_of
+from litcompress.instantiate import build
 from litcompress.module import ClassifierModule
 from litcompress.outputs import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
-
-
-def build(config: DictConfig, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets a ConfigError from the target surface unwrapped."""
-    try:
-        return instantiate(config, **kwargs)
-    except InstantiationException as error:
-        cause = error.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        target = config.get("_target_") if hasattr(config, "get") else None
-        if target and str(error).startswith("Error locating target"):
-            module = str(target).rpartition(".")[0]
-            raise ConfigError(
-                f"_target_: {target} cannot be imported ({type(cause).__name__}: {cause}). A "
-                f"class or function in your own file must be importable as {module}: add the "
-                f"folder that holds {module.replace('.', '/')}.py to PYTHONPATH (e.g. "
-                f"PYTHONPATH=~/my_models python train.py ...), or fix the name."
-            ) from None
-        raise
 
 
 def model_config(cfg: DictConfig, data: ClassificationData) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from torch import nn
 
 from litcompress.errors import ConfigError
 from litcompress.forms import is_form_key, technique_of
+from litcompress.spec import Inputs, InputSpec
 
 # The checkpoint key under which litcompress records what it needs to rebuild the network.
 CHECKPOINT_KEY = "litcompress"
@@ -160,7 +161,7 @@ def form_record(form: dict[str, Any]) -> dict[str, Any]:
 
 
 def restore_architecture(
-    net: nn.Module, current: dict[str, Any], saved: dict[str, Any], input_shape: tuple[int, ...]
+    net: nn.Module, current: dict[str, Any], saved: dict[str, Any], inputs: Inputs
 ) -> nn.Module:
     """Bring ``net`` (whose form is ``current``) to the form recorded in ``saved``.
 
@@ -189,7 +190,7 @@ def restore_architecture(
                 + (f", and the network already has {', '.join(later)}" if later else "")
                 + "). Load it into a fresh network: litcompress.checkpoint.load_network(path)."
             )
-        net = technique.restore_form(net, done, wanted, input_shape)
+        net = technique.restore_form(net, done, wanted, inputs)
         current[key] = copy.deepcopy(wanted)
     return net
 
@@ -203,8 +204,7 @@ def _describe(value: Any) -> str:
 def rebuild_network(model_config: dict[str, Any], form: dict[str, Any]) -> nn.Module:
     """A fresh network of ``model_config`` (random weights) in the ``form`` of a checkpoint."""
     net = instantiate(model_config, _convert_="all")
-    size = model_config["image_size"]
-    return restore_architecture(net, {}, form, (model_config["in_channels"], size, size))
+    return restore_architecture(net, {}, form, InputSpec.of_model_config(model_config))
 
 
 def cpu_twin(net: nn.Module, model_config: dict[str, Any], form: dict[str, Any]) -> nn.Module:

@@ -227,10 +227,11 @@ def _check_images(
     recorded = deliverable.record.get("data")
     config = data_config(recorded, overrides, deliverable.source)
     data = load_data(config)
-    if data.input_shape != deliverable.input_shape:
+    expected = deliverable.inputs.shape
+    if data.input_shape != expected:
         raise ConfigError(
             f"The data ({config.get('_target_')}) gives images of shape {data.input_shape}, but "
-            f"the network takes {deliverable.input_shape}: check it on the data it was trained for."
+            f"the network takes {expected}: check it on the data it was trained for."
         )
     return labelled_images(data.test_dataloader())
 
@@ -362,7 +363,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
             net,
             data.val_dataloader(),
             data.num_classes,
-            data.input_shape,
+            data.input_spec,
             ratios,
             args.max_batches,
             args.importance,

@@ -23,6 +23,7 @@ from litcompress.measure import ModelStats, measure_latency_ms, measure_size, ti
 from litcompress.module import ClassifierModule
 from litcompress.preflight import metric_names
 from litcompress.report import write_report
+from litcompress.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def measure_entering(
         before_acc = metric(trainer, "before/acc")
     # DDP children are started by fit: before it, only the env-derived rank tells them apart.
     if rank_zero_only.rank == 0 and cfg.report.enabled:
-        before = measure_size(module.net, data.input_shape, before_acc)
+        before = measure_size(module.net, data.input_spec, before_acc)
         report_callback.before = before.to_dict()
         report_callback.before_form = copy.deepcopy(form_record(module.form))
 
@@ -67,13 +68,13 @@ def report_run(
         entries.update(callback.report_entries())
     before = ModelStats(**report_callback.before)
     timing = time_before_and_after(
-        before, after, module, report_callback.before_form, data.input_shape, cfg
+        before, after, module, report_callback.before_form, data.input_spec, cfg
     )
     output_dir = Path(cfg.paths.output_dir)
     return write_report(
         before,
         after,
-        data.input_shape,
+        data.input_spec,
         output_dir / "report.json",
         loggers=trainer.loggers,
         hparams=OmegaConf.to_container(cfg, resolve=True),
@@ -115,7 +116,7 @@ def deliver(
     if not cfg.report.enabled:
         return None
     # Its latency is timed beside the network that entered the run (time_before_and_after).
-    return measure_size(module.net, data.input_shape, test_acc=test_acc)
+    return measure_size(module.net, data.input_spec, test_acc=test_acc)
 
 
 def time_before_and_after(
@@ -123,7 +124,7 @@ def time_before_and_after(
     after: ModelStats,
     module: ClassifierModule,
     before_form: dict[str, Any],
-    input_shape: tuple[int, ...],
+    inputs: InputSpec,
     cfg: DictConfig,
 ) -> dict[str, Any]:
     """The speed of the network that entered the run against the delivered one, timed side by
@@ -135,9 +136,9 @@ def time_before_and_after(
     log.info("Timing the network that entered the run beside the delivered one")
     before_net = rebuild_network(module.model_config, before_form).eval()
     if after.model is not None:
-        return time_side_by_side(before, after, before_net, input_shape, cfg.report.min_run_time_s)
+        return time_side_by_side(before, after, before_net, inputs, cfg.report.min_run_time_s)
     for batch in (1, 32):
-        latency = measure_latency_ms(before_net, input_shape, batch, cfg.report.min_run_time_s)
+        latency = measure_latency_ms(before_net, inputs, batch, cfg.report.min_run_time_s)
         setattr(before, f"latency_ms_b{batch}", latency)
     return {"method": "separate"}
 

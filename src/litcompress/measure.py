@@ -25,6 +25,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.classification import MulticlassAccuracy
 
+from litcompress.spec import Inputs, InputSpec
+
 
 @dataclass
 class ModelStats:
@@ -64,8 +66,8 @@ def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def count_macs(net: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass of one image, counted by torch's FLOP counter.
+def count_macs(net: nn.Module, inputs: Inputs) -> int:
+    """Multiply-accumulates of one forward pass of one example, counted by torch's FLOP counter.
 
     Runs in eval mode (so BatchNorm statistics stay as they are) and restores ``net``'s mode.
     """
@@ -74,7 +76,7 @@ def count_macs(net: nn.Module, input_shape: tuple[int, ...]) -> int:
     net.eval()
     try:
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
-            net(torch.zeros(1, *input_shape, device=device))
+            net(*InputSpec.of(inputs).example(1, device, zeros=True))
     finally:
         net.train(training)
     return counter.get_total_flops() // 2
@@ -88,25 +90,25 @@ def state_dict_bytes(net: nn.Module) -> int:
 
 
 def measure_latency_ms(
-    net: nn.Module, input_shape: tuple[int, ...], batch_size: int, min_run_time_s: float = 1.0
+    net: nn.Module, inputs: Inputs, batch_size: int, min_run_time_s: float = 1.0
 ) -> float:
     """Median CPU latency of one forward pass, in ms, with ``torch.get_num_threads()`` threads.
 
     One untimed call first (a compiled network compiles for this batch size then), then
     ``torch.utils.benchmark`` times blocks of runs for ``min_run_time_s``.
     """
-    x = torch.randn(batch_size, *input_shape)
+    x = InputSpec.of(inputs).example(batch_size)
     timer = benchmark.Timer(
-        "net(x)", globals={"net": net, "x": x}, num_threads=torch.get_num_threads()
+        "net(*x)", globals={"net": net, "x": x}, num_threads=torch.get_num_threads()
     )
     with torch.inference_mode():
-        net(x)
+        net(*x)
         return timer.blocked_autorange(min_run_time=min_run_time_s).median * 1e3
 
 
 def measure(
     net: nn.Module,
-    input_shape: tuple[int, ...],
+    inputs: Inputs,
     test_acc: float | None = None,
     min_run_time_s: float = 1.0,
 ) -> ModelStats:
@@ -114,20 +116,18 @@ def measure(
 
     Args:
         net: the network to measure.
-        input_shape: ``(channels, height, width)`` of one input image.
+        inputs: what the network takes (its :class:`InputSpec`, or one image's shape).
         test_acc: its test accuracy, if it was evaluated.
         min_run_time_s: timing budget per batch size.
     """
-    stats = measure_size(net, input_shape, test_acc)
+    stats = measure_size(net, inputs, test_acc)
     for batch in (1, 32):
-        latency = measure_latency_ms(stats.model, input_shape, batch, min_run_time_s)
+        latency = measure_latency_ms(stats.model, inputs, batch, min_run_time_s)
         setattr(stats, f"latency_ms_b{batch}", latency)
     return stats
 
 
-def measure_size(
-    net: nn.Module, input_shape: tuple[int, ...], test_acc: float | None = None
-) -> ModelStats:
+def measure_size(net: nn.Module, inputs: Inputs, test_acc: float | None = None) -> ModelStats:
     """What does not depend on the moment: parameters, MACs, file size, on a CPU copy of ``net``
     (``model``); latency is left ``None``, to be timed beside the other network
     (:func:`time_side_by_side`)."""
@@ -135,7 +135,7 @@ def measure_size(
     return ModelStats(
         test_acc=test_acc,
         params=count_params(net),
-        macs=count_macs(net, input_shape),
+        macs=count_macs(net, inputs),
         file_bytes=state_dict_bytes(net),
         latency_ms_b1=None,
         latency_ms_b32=None,
@@ -158,7 +158,7 @@ TRUSTED_SPREAD = 0.20
 def paired_latency_ms(
     first: Any,
     second: Any,
-    input_shape: tuple[int, ...],
+    inputs: Inputs,
     batch_size: int,
     min_run_time_s: float = 1.0,
     rounds: int = PAIRED_ROUNDS,
@@ -174,13 +174,15 @@ def paired_latency_ms(
     ``min_run_time_s / rounds`` (large networks at batch 32), then as many as fit, at least
     :data:`MIN_ROUNDS`.
     """
-    x = torch.randn(batch_size, *input_shape)
+    x = InputSpec.of(inputs).example(batch_size)
     timers = [
-        benchmark.Timer("net(x)", globals={"net": net, "x": x}, num_threads=torch.get_num_threads())
+        benchmark.Timer(
+            "net(*x)", globals={"net": net, "x": x}, num_threads=torch.get_num_threads()
+        )
         for net in (first, second)
     ]
     with torch.inference_mode():
-        first(x), second(x)  # compile (for compiled models) and warm up
+        first(*x), second(*x)  # compile (for compiled models) and warm up
         # Calls per block, so that all rounds of both take about min_run_time_s.
         once = [max(t.timeit(1).median, 1e-6) for t in timers]
         rounds = max(MIN_ROUNDS, min(rounds, int(min_run_time_s / sum(once))))
@@ -205,7 +207,7 @@ def time_side_by_side(
     before: ModelStats,
     after: ModelStats,
     before_net: Any,
-    input_shape: tuple[int, ...],
+    inputs: Inputs,
     min_run_time_s: float,
 ) -> dict[str, Any]:
     """Fill both entries' latencies from one paired timing of ``before_net`` and ``after.model``.
@@ -215,7 +217,7 @@ def time_side_by_side(
     """
     timing: dict[str, Any] = {"method": "paired"}
     for batch in (1, 32):
-        result = paired_latency_ms(before_net, after.model, input_shape, batch, min_run_time_s)
+        result = paired_latency_ms(before_net, after.model, inputs, batch, min_run_time_s)
         setattr(before, f"latency_ms_b{batch}", result["first_ms"])
         setattr(after, f"latency_ms_b{batch}", result["second_ms"])
         timing[f"spread_b{batch}"] = result["spread"]

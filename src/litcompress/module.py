@@ -21,6 +21,7 @@ from litcompress.checkpoint import (
 )
 from litcompress.compat import rewrap_ddp
 from litcompress.errors import ConfigError
+from litcompress.spec import InputSpec
 
 # Checkpoint entry of the best validation accuracy so far (``val/acc_best``).
 BEST_KEY = "val_acc_best"
@@ -107,10 +108,10 @@ class ClassifierModule(L.LightningModule):
         return self.net(x)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """``(channels, height, width)`` of one input image, from the recorded network config."""
-        config = self.model_config or {}
-        return (config["in_channels"], config["image_size"], config["image_size"])
+    def input_spec(self) -> InputSpec:
+        """What the network takes: the spec recorded for its checkpoints (the data module's), or
+        the one its network config implies."""
+        return InputSpec.of_record({**self.checkpoint_extras, "model_config": self.model_config})
 
     # -- training loop --------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -267,7 +268,7 @@ class ClassifierModule(L.LightningModule):
         # Runs before the weights are loaded: give the network the checkpoint's form.
         meta = checkpoint.get(CHECKPOINT_KEY, {})
         try:
-            self.net = restore_architecture(self.net, self.form, meta, self.input_shape)
+            self.net = restore_architecture(self.net, self.form, meta, self.input_spec)
         except ConfigError:
             if not self.model_config:
                 raise

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from litcompress.measure import NOT_REPORTED, ModelStats, cpu_info
 from litcompress.outputs import write_json_atomic
+from litcompress.spec import Inputs, InputSpec
 
 REPORT_VERSION = 1
 
@@ -36,9 +37,11 @@ REPORT_FIGURES = (
 
 
 def build_report(
-    before: ModelStats, after: ModelStats, input_shape: tuple[int, ...], **info: Any
+    before: ModelStats, after: ModelStats, inputs: Inputs, **info: Any
 ) -> dict[str, Any]:
-    """Assemble the ``report.json`` document; ``info`` adds top-level entries."""
+    """Assemble the ``report.json`` document (measured on examples of ``inputs``); ``info`` adds
+    top-level entries."""
+    inputs = InputSpec.of(inputs)
     return {
         "version": REPORT_VERSION,
         "before": before.to_dict(),
@@ -51,7 +54,8 @@ def build_report(
             "processor": platform.processor() or platform.machine(),
             **cpu_info(),
             "torch": torch.__version__,
-            "input_shape": list(input_shape),
+            "input_shape": list(inputs.shape),
+            "inputs": inputs.describe(),
         },
         **info,
     }
@@ -73,7 +77,7 @@ def report_figures(report: dict[str, Any]) -> dict[str, float]:
 def write_report(
     before: ModelStats,
     after: ModelStats,
-    input_shape: tuple[int, ...],
+    inputs: Inputs,
     path: str | os.PathLike[str],
     loggers: list[Logger] = (),
     hparams: dict[str, Any] | None = None,
@@ -85,7 +89,7 @@ def write_report(
     ``info`` adds top-level entries (the model, the techniques' entries); ``hparams`` (the run's
     config) goes to TensorBoard's HParams tab with the report's figures. Returns the report.
     """
-    report = build_report(before, after, input_shape, **info)
+    report = build_report(before, after, inputs, **info)
     write_json_atomic(report, path)
     print_report(report)
     log_report(report, loggers, hparams or {}, step)

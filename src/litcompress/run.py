@@ -44,6 +44,7 @@ from litcompress.report import report_figures
 from litcompress.resolvers import register as register_resolvers
 from litcompress.resume import COMPRESS_KEY, check_resume, compress_options, resume_techniques
 from litcompress.run_folder import first_process
+from litcompress.spec import RECORD_KEY as SPEC_KEY
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     # techniques with their settings, so that a resumed run goes on with them.
     module.checkpoint_extras.update(
         inputs=data.inputs_record(),
+        **{SPEC_KEY: data.input_spec.to_record()},
         data=OmegaConf.to_container(cfg.data, resolve=True),
         **{COMPRESS_KEY: compress_options(cfg)},
     )

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import torch_pruning as tp
 import yaml
 from torch import nn
@@ -31,6 +30,7 @@ from litcompress.compress.prune import (
 from litcompress.errors import ConfigError
 from litcompress.measure import count_macs, evaluate_cpu
 from litcompress.models import find_classifier
+from litcompress.spec import Inputs, InputSpec
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -105,12 +105,12 @@ class Sensitivity:
         return figure
 
 
-def prunable_groups(net: nn.Module, input_shape: Sequence[int]) -> list[str]:
+def prunable_groups(net: nn.Module, inputs: Inputs) -> list[str]:
     """The root layer of every group of coupled layers torch-pruning can prune (the head kept)."""
-    head = find_classifier(net, input_shape)[1]
+    head = find_classifier(net, inputs)[1]
     names = {id(m): name for name, m in net.named_modules()}
     try:
-        graph = dependency_graph(net, input_shape)
+        graph = dependency_graph(net, inputs)
         with quiet_unwrapped_parameters():
             groups = list(graph.get_all_groups(ignored_layers=[head]))
     except Exception as error:
@@ -124,13 +124,13 @@ def prunable_groups(net: nn.Module, input_shape: Sequence[int]) -> list[str]:
 
 
 def prune_one(
-    net: nn.Module, root: str, ratio: float, input_shape: Sequence[int], importance: str = "l2"
+    net: nn.Module, root: str, ratio: float, inputs: Inputs, importance: str = "l2"
 ) -> nn.Module:
     """A copy of ``net`` with the group of ``root`` pruned at ``ratio`` and nothing else."""
     pruned = copy.deepcopy(net)
     modules = dict(pruned.named_modules())
-    head = find_classifier(pruned, input_shape)[1]
-    example = torch.zeros(1, *input_shape)
+    head = find_classifier(pruned, inputs)[1]
+    example = InputSpec.of(inputs).example(1, zeros=True)
     with quiet_unwrapped_parameters():
         pruner = tp.pruner.BasePruner(
             pruned,
@@ -149,7 +149,7 @@ def analyse(
     net: nn.Module,
     loader,
     num_classes: int,
-    input_shape: Sequence[int],
+    inputs: Inputs,
     ratios: Sequence[float] = RATIOS,
     max_batches: int | None = None,
     importance: str = "l2",
@@ -164,7 +164,7 @@ def analyse(
             raise ConfigError(f"--ratios: {ratio} is not a fraction strictly between 0 and 1.")
     net = net.eval()
     # The graph first: a network torch-pruning cannot group fails before any evaluation.
-    roots = prunable_groups(net, input_shape)
+    roots = prunable_groups(net, inputs)
     if not roots:
         raise ConfigError(
             "The network has no layer torch-pruning can prune alone (only the classifier head, "
@@ -181,12 +181,12 @@ def analyse(
     for root in roots:
         curves[root], macs[root] = [], []
         for ratio in ratios:
-            pruned = prune_one(net, root, ratio, input_shape, importance)
+            pruned = prune_one(net, root, ratio, inputs, importance)
             curves[root].append(evaluate_cpu(pruned, batches, num_classes))
-            macs[root].append(count_macs(pruned, input_shape))
+            macs[root].append(count_macs(pruned, inputs))
             if progress is not None:
                 progress.advance(task)
-    return Sensitivity(baseline, list(ratios), curves, macs, count_macs(net, input_shape))
+    return Sensitivity(baseline, list(ratios), curves, macs, count_macs(net, inputs))
 
 
 def _limit(loader, max_batches: int | None):

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +25,7 @@ from torch import nn
 from litcompress.compat import forget_best_checkpoints
 from litcompress.forms import register
 from litcompress.measure import ModelStats
+from litcompress.spec import Inputs
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,7 @@ class CompressionCallback(Callback):
         return net
 
     @classmethod
-    def restore_form(
-        cls, net: nn.Module, done: Any, wanted: Any, input_shape: Sequence[int]
-    ) -> nn.Module:
+    def restore_form(cls, net: nn.Module, done: Any, wanted: Any, inputs: Inputs) -> nn.Module:
         """Bring ``net`` (form ``done``) to the form ``wanted``; returns the network.
 
         Called on a freshly built network when a checkpoint is loaded, before its weights are.

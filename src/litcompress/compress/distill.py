@@ -31,6 +31,7 @@ from litcompress.checkpoint import CHECKPOINT_KEY, load_network, read_checkpoint
 from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
 from litcompress.module import ClassifierModule
+from litcompress.spec import Inputs, InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class DistillCallback(CompressionCallback):
             # The adapters are made in ClassifierModule.configure_model, for the network as the
             # other techniques' setup leaves it.
             self.feature_loss = FeatureDistillation(
-                self.features, self.feature_weight, self.teacher, self._teach, pl_module.input_shape
+                self.features, self.feature_weight, self.teacher, self._teach, pl_module.input_spec
             )
             pl_module.add_loss_term("feature_loss", self.feature_loss)
 
@@ -251,7 +252,7 @@ class FeatureDistillation(nn.Module):
         weight: factor of the mean (over layers) of the squared errors.
         teacher: the frozen teacher; hooks on its layers record their outputs.
         teach: runs the teacher on a batch, once per step (the features are recorded then).
-        input_shape: ``(channels, height, width)`` of one image, to probe the feature shapes.
+        inputs: ``(channels, height, width)`` of one image, to probe the feature shapes.
     """
 
     def __init__(
@@ -260,19 +261,19 @@ class FeatureDistillation(nn.Module):
         weight: float,
         teacher: nn.Module,
         teach: Callable[[Tensor], Tensor],
-        input_shape: tuple[int, ...],
+        inputs: Inputs,
     ) -> None:
         super().__init__()
         self.layers = layers
         self.weight = weight
         self.teach = teach
-        self.input_shape = input_shape
+        self.inputs = inputs
         self.adapters = nn.ModuleList()
         self._teacher_features: dict[str, Tensor] = {}
         self._student_features: dict[str, Tensor] = {}
         self._student_layers: dict[str, nn.Module] = {}
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
-        self.teacher_shapes = _probe(teacher, list(layers.values()), input_shape, "teacher")
+        self.teacher_shapes = _probe(teacher, list(layers.values()), inputs, "teacher")
         for name in layers.values():
             teacher.get_submodule(name).register_forward_hook(
                 _recorder(self._teacher_features, name)
@@ -298,7 +299,7 @@ class FeatureDistillation(nn.Module):
             )
             self.end()
             return False
-        shapes = _probe(net, list(self.layers), self.input_shape, "student")
+        shapes = _probe(net, list(self.layers), self.inputs, "student")
         device = next(net.parameters()).device
         for index, (name, teacher_name) in enumerate(self.layers.items()):
             adapter = _adapter(name, shapes[name], teacher_name, self.teacher_shapes[teacher_name])
@@ -362,9 +363,7 @@ def _recorder(store: dict[str, Tensor], name: str) -> Callable[..., None]:
     return record
 
 
-def _probe(
-    net: nn.Module, names: list[str], input_shape: tuple[int, ...], role: str
-) -> dict[str, torch.Size]:
+def _probe(net: nn.Module, names: list[str], inputs: Inputs, role: str) -> dict[str, torch.Size]:
     """The output shapes of ``net``'s layers ``names`` for a batch of 2 (in eval mode)."""
     _require_layers(net, [name for name in names if not _has_layer(net, name)], role)
     outputs: dict[str, Any] = {}
@@ -372,7 +371,7 @@ def _probe(
     modes = {module: module.training for module in net.modules()}
     try:
         with torch.no_grad():
-            net.eval()(torch.zeros(2, *input_shape, device=next(net.parameters()).device))
+            net.eval()(*InputSpec.of(inputs).example(2, next(net.parameters()).device, zeros=True))
     finally:
         for hook in hooks:
             hook.remove()

@@ -40,6 +40,7 @@ from litcompress.measure import count_macs, count_params
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
 from litcompress.pictures import has_tensorboard, layer_bars, log_figure
+from litcompress.spec import Inputs, InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -97,23 +98,23 @@ def quiet_unwrapped_parameters():
         yield
 
 
-def dependency_graph(net: nn.Module, input_shape: Sequence[int]) -> tp.DependencyGraph:
+def dependency_graph(net: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
     """torch-pruning's dependency graph of ``net``; keeps ``net``'s training mode."""
     training = net.training
     device = next(net.parameters()).device
     with quiet_unwrapped_parameters():
         graph = tp.DependencyGraph().build_dependency(
-            net, example_inputs=torch.zeros(1, *input_shape, device=device)
+            net, example_inputs=InputSpec.of(inputs).example(1, device, zeros=True)
         )
     net.train(training)  # building the graph switches to eval() and never back
     return graph
 
 
-def replay_pruning_history(net: nn.Module, history: History, input_shape: Sequence[int]) -> None:
+def replay_pruning_history(net: nn.Module, history: History, inputs: Inputs) -> None:
     """Prune a network built fresh exactly as ``history`` says (exact shapes, same channels)."""
     if not history:
         return
-    graph = dependency_graph(net, input_shape)
+    graph = dependency_graph(net, inputs)
     graph.load_pruning_history([(name, out, list(idxs)) for name, out, idxs in history])
     after_pruning(net)
 
@@ -286,9 +287,9 @@ class PruneCallback(CompressionCallback):
         net: nn.Module,
         done: History | None,
         wanted: History,
-        input_shape: Sequence[int],
+        inputs: Inputs,
     ) -> nn.Module:
-        replay_pruning_history(net, wanted[len(done or []) :], input_shape)
+        replay_pruning_history(net, wanted[len(done or []) :], inputs)
         return net
 
     def state_dict(self) -> dict[str, Any]:
@@ -312,9 +313,9 @@ class PruneCallback(CompressionCallback):
         if stage != "fit":
             return
         net = pl_module.net
-        self._input_shape = pl_module.input_shape
+        self._inputs = pl_module.input_spec
         _refuse_unbounded(net)
-        head = find_classifier(net, self._input_shape)[1]
+        head = find_classifier(net, self._inputs)[1]
         resolve_layers(net, self.ignored_layers, "compress.prune.ignored_layers")  # names exist
         resolve_layers(net, list(self.layer_ratios), "compress.prune.layer_ratios")
         names = {id(m): name for name, m in net.named_modules()}
@@ -337,7 +338,7 @@ class PruneCallback(CompressionCallback):
         if trainer.ckpt_path:  # resuming: the checkpoint restores the architecture and our state
             return
         if self.base_macs is None:
-            self.base_macs = count_macs(net, self._input_shape)
+            self.base_macs = count_macs(net, self._inputs)
         steps_now = self.schedule[0] == 0 and self.sparsity_reg == 0
         self.prunable, self.base_channels = [], None  # found by the first pruner (_pruner)
         # Large networks take a while to trace (minutes for a full-size Swin): say what happens.
@@ -367,7 +368,7 @@ class PruneCallback(CompressionCallback):
         while self._due(trainer):
             self._step(trainer, pl_module)
         history = pl_module.form[self.form_key][done:]
-        optimizer_state.prune(history, self._input_shape)
+        optimizer_state.prune(history, self._inputs)
         pl_module.rebuild_optimizers(state=optimizer_state.state())
         self.network_changed(trainer, pl_module)
         self._regulariser = None
@@ -410,7 +411,7 @@ class PruneCallback(CompressionCallback):
             **({"pruning_ratio_dict": ratios} if ratios else {}),
             **graph_options(net),
         )
-        example = torch.zeros(1, *self._input_shape, device=next(net.parameters()).device)
+        example = self._inputs.example(1, next(net.parameters()).device, zeros=True)
         training = net.training
         try:
             with quiet_unwrapped_parameters():
@@ -496,7 +497,7 @@ class PruneCallback(CompressionCallback):
         if trainer.world_size > 1:
             history = trainer.strategy.broadcast(history, src=0)
             if not trainer.is_global_zero:
-                replay_pruning_history(net, history, self._input_shape)
+                replay_pruning_history(net, history, self._inputs)
         pl_module.form.setdefault(self.form_key, []).extend(history)
         self.steps_done += 1
         if trainer.world_size > 1:  # every rank must now hold the very same network
@@ -512,7 +513,7 @@ class PruneCallback(CompressionCallback):
 
     def _record(self, trainer: L.Trainer, pl_module: ClassifierModule, before: dict) -> None:
         net = pl_module.net
-        macs, params = count_macs(net, self._input_shape), count_params(net)
+        macs, params = count_macs(net, self._inputs), count_params(net)
         channels = _channels(net, self.prunable)
         self.steps.append(
             {"epoch": trainer.current_epoch, "params": params, "macs": macs, "channels": channels}
@@ -567,12 +568,12 @@ class PruneCallback(CompressionCallback):
 
     def _prune_towards(self, net: nn.Module, target_macs: float, step: Callable[[], None]) -> int:
         """Prune by small ``step``s until ``net`` has at most ``target_macs``; returns its MACs."""
-        macs = count_macs(net, self._input_shape)
+        macs = count_macs(net, self._inputs)
         for _ in range(_PROGRESSIVE_STEPS):
             if macs <= target_macs:
                 break
             step()
-            macs = count_macs(net, self._input_shape)
+            macs = count_macs(net, self._inputs)
         return macs
 
     def _trial(self, net: nn.Module) -> None:
@@ -856,10 +857,10 @@ class PrunedOptimizerState:
                         param.copy_(values[name])
             self.twins[key] = twin
 
-    def prune(self, history: History, input_shape: Sequence[int]) -> None:
+    def prune(self, history: History, inputs: Inputs) -> None:
         """Apply pruning ``history`` (the step's entries) to the state."""
         for twin in self.twins.values():
-            replay_pruning_history(twin, history, input_shape)
+            replay_pruning_history(twin, history, inputs)
 
     def state(self) -> dict[str, dict[str, Any]]:
         """Per parameter name, the state for the pruned parameter."""

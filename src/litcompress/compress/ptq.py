@@ -93,7 +93,7 @@ class PTQCallback(CompressionCallback):
                     f"for it, when ptq loses too much accuracy)."
                 )
         # A network torch.export cannot capture fails now, not after training.
-        export_float(copy.deepcopy(pl_module.net), pl_module.input_shape, "compress=ptq")
+        export_float(copy.deepcopy(pl_module.net), pl_module.input_spec, "compress=ptq")
 
     def deploy(
         self,
@@ -114,7 +114,7 @@ class PTQCallback(CompressionCallback):
         )
         int8, self.calibration_images = quantize_post_training(
             twin,
-            module.input_shape,
+            module.input_spec,
             () if self.dynamic else batches,
             observer=self.observer,
             dynamic=self.dynamic,

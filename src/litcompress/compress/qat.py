@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -27,6 +26,7 @@ from litcompress.measure import ModelStats
 from litcompress.module import ClassifierModule
 from litcompress.quant.backends import check_backend, prepare
 from litcompress.quant.fake_quant import FakeQuantNet
+from litcompress.spec import Inputs
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,9 @@ class QATCallback(CompressionCallback):
 
     @classmethod
     def restore_form(
-        cls, net: nn.Module, done: Any, wanted: dict[str, Any], input_shape: Sequence[int]
+        cls, net: nn.Module, done: Any, wanted: dict[str, Any], inputs: Inputs
     ) -> nn.Module:
-        return prepare(net, input_shape=input_shape, **wanted)
+        return prepare(net, inputs=inputs, **wanted)
 
     def last_form_change_epoch(self) -> int | None:
         return self.start_epoch
@@ -163,9 +163,7 @@ class QATCallback(CompressionCallback):
         if self.start_epoch == 0:
             self._start(trainer, pl_module)
         else:  # fail on a network that cannot be traced now, not after the float epochs
-            prepare(
-                copy.deepcopy(pl_module.net), input_shape=pl_module.input_shape, **self.quantization
-            )
+            prepare(copy.deepcopy(pl_module.net), inputs=pl_module.input_spec, **self.quantization)
 
     def _check_after_structural_changes(self, trainer: L.Trainer) -> None:
         """A quantized network is frozen: every technique before it must be done by start_epoch."""
@@ -200,7 +198,7 @@ class QATCallback(CompressionCallback):
         log.info("Quantization-aware training starts (backend %s)", self.backend)
         # Optimizers and schedulers follow (before fitting, Lightning builds them later).
         pl_module.replace_network(
-            prepare(pl_module.net, input_shape=pl_module.input_shape, **self.quantization)
+            prepare(pl_module.net, inputs=pl_module.input_spec, **self.quantization)
         )
         pl_module.form[self.form_key] = self.quantization
         self.started_epoch = trainer.current_epoch

@@ -42,6 +42,7 @@ from litcompress.measure import ModelStats
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.module import ClassifierModule
 from litcompress.pictures import has_tensorboard, layer_bars, log_figure
+from litcompress.spec import Inputs
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ class SparsityCallback(CompressionCallback):
 
     @classmethod
     def restore_form(
-        cls, net: nn.Module, done: Any, wanted: list[str], input_shape: Sequence[int]
+        cls, net: nn.Module, done: Any, wanted: list[str], inputs: Inputs
     ) -> nn.Module:
         modules = dict(net.named_modules())
         for name in wanted:
@@ -249,7 +250,7 @@ class SparsityCallback(CompressionCallback):
         if stage != "fit":
             return
         net = pl_module.net
-        head = find_classifier(net, pl_module.input_shape)[1]
+        head = find_classifier(net, pl_module.input_spec)[1]
         ignored = {
             id(m)
             for m in [

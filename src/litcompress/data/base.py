@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from litcompress.compat import epoch_to_resume
 from litcompress.errors import ConfigError
 from litcompress.seeding import EpochSampler, SeededSamples
+from litcompress.spec import InputSpec
 
 
 class ClassificationData(L.LightningDataModule):
@@ -61,9 +62,14 @@ class ClassificationData(L.LightningDataModule):
         self.epoch = 0
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_spec(self) -> InputSpec:
+        """What the network takes: images of ``in_channels`` x ``image_size`` squared."""
+        return InputSpec.image(self.in_channels, self.image_size)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
         """``(channels, height, width)`` of one image as the model receives it."""
-        return (self.in_channels, self.image_size, self.image_size)
+        return self.input_spec.shape
 
     def inputs_record(self) -> dict[str, Any]:
         """How an image file becomes the network's input, and what its outputs mean.

@@ -12,10 +12,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from litcompress.build import build
 from litcompress.data.base import ClassificationData
 from litcompress.deploy.runtimes import Runtime
 from litcompress.errors import ConfigError
+from litcompress.instantiate import build
 from litcompress.measure import cpu_info, evaluate_cpu, measure_latency_ms
 
 # Where `litcompress` finds the Hydra configs (conf/) when it composes a `data=...` override.
@@ -93,7 +93,7 @@ def evaluate(runtime: Runtime, data: ClassificationData, min_run_time_s: float) 
         "data": data.__class__.__name__,
         "test_images": len(data.test_set),
         "test_acc": evaluate_cpu(runtime, data.test_dataloader(), data.num_classes),
-        "latency_ms_b1": measure_latency_ms(runtime, data.input_shape, 1, min_run_time_s),
-        "latency_ms_b32": measure_latency_ms(runtime, data.input_shape, 32, min_run_time_s),
+        "latency_ms_b1": measure_latency_ms(runtime, data.input_spec, 1, min_run_time_s),
+        "latency_ms_b32": measure_latency_ms(runtime, data.input_spec, 32, min_run_time_s),
         "measured_on": cpu_info(),
     }

@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ from litcompress.measure import ModelStats, measure_latency_ms
 from litcompress.outputs import atomic_path
 from litcompress.quant.backends import convert, quiet_deprecations
 from litcompress.quant.fake_quant import FakeQuantNet
+from litcompress.spec import RECORD_KEY as SPEC_KEY
+from litcompress.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,8 @@ class Deliverable:
     Attributes:
         net: the network in eval mode on the CPU (a :class:`FakeQuantNet` after QAT), or ``None``
             when only its int8 program is at hand (a run's ``model_int8.pt2`` given alone).
-        input_shape: ``(channels, height, width)``.
+        inputs: what the network takes (its :class:`InputSpec`; a shape given by hand becomes
+            one).
         network: the class path of the network (from its config).
         record: the checkpoint's ``litcompress`` record: ``inputs`` (preprocessing, classes),
             ``data`` (the data config), the form.
@@ -80,7 +83,7 @@ class Deliverable:
     """
 
     net: nn.Module | None
-    input_shape: tuple[int, int, int]
+    inputs: InputSpec
     network: str
     record: dict[str, Any]
     source: str
@@ -95,6 +98,9 @@ class Deliverable:
     _float_accuracy: dict[tuple[int, int], float | None] = field(
         default_factory=dict, init=False, repr=False
     )
+
+    def __post_init__(self) -> None:
+        self.inputs = InputSpec.of(self.inputs)
 
     @property
     def quantized(self) -> bool:
@@ -122,7 +128,7 @@ class Deliverable:
                 self._programs[True] = (self.int8_program.module(), self.int8_program)
             else:
                 model = convert(copy.deepcopy(self.net)) if int8 else self.net
-                self._programs[int8] = (model, export_program(model, self.input_shape))
+                self._programs[int8] = (model, export_program(model, self.inputs))
         return self._programs[int8]
 
     def float_network(self) -> nn.Module | None:
@@ -149,12 +155,10 @@ class Deliverable:
     def from_checkpoint(cls, path: Path, report: dict[str, Any] | None = None) -> Deliverable:
         checkpoint = read_checkpoint(path, "RUN_OR_CHECKPOINT")
         record = checkpoint[CHECKPOINT_KEY]
-        config = record["model_config"]
-        size = config["image_size"]
         return cls(
             net=inference_network(checkpoint),
-            input_shape=(config["in_channels"], size, size),
-            network=config["_target_"],
+            inputs=InputSpec.of_record(record),
+            network=record["model_config"]["_target_"],
             record=record,
             source=str(path),
             report=report,
@@ -172,10 +176,10 @@ class Deliverable:
             )
         meta = read_metadata(path) or {}
         inputs = meta.get("inputs") or {}
-        shape = program_input_shape(program)
+        spec = meta.get(SPEC_KEY)
         return cls(
             net=None,
-            input_shape=shape,
+            inputs=InputSpec(**spec) if spec else InputSpec.of(program_input_shape(program)),
             network=meta.get("network") or "network",
             record={"inputs": inputs, "data": meta.get("data")},
             source=str(path),
@@ -186,7 +190,8 @@ class Deliverable:
 
 
 def program_input_shape(program: torch.export.ExportedProgram) -> tuple[int, int, int]:
-    """``(channels, height, width)`` of the images ``program`` takes (its first input)."""
+    """``(channels, height, width)`` of the images ``program`` takes (its first input): what an
+    int8 program saved before artifacts recorded their :class:`InputSpec` says of its inputs."""
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
             return tuple(int(d) for d in node.meta["val"].shape[1:])
@@ -349,6 +354,7 @@ def export(
         precision=exported.precision,
         runtime=runtime.runtime,
         inputs=deliverable.record.get("inputs"),
+        input_spec=deliverable.inputs,
         data=deliverable.record.get("data"),
         report=deliverable.report,
         format=fmt,
@@ -385,9 +391,9 @@ def write_artifact(
     if fmt == "pt2":
         save_program(program, path)
     elif fmt == "onnx":
-        _save_onnx(program, path, deliverable.network)
+        _save_onnx(program, path, deliverable.network, deliverable.inputs.names)
     else:
-        _save_openvino(program, path, deliverable.network)
+        _save_openvino(program, path, deliverable.network, deliverable.inputs.names)
     return path
 
 
@@ -426,7 +432,9 @@ def check_precision(deliverable: Deliverable, int8: bool) -> None:
         )
 
 
-def _save_onnx(program: torch.export.ExportedProgram, path: Path, network: str) -> None:
+def _save_onnx(
+    program: torch.export.ExportedProgram, path: Path, network: str, input_names: Sequence[str]
+) -> None:
     for chatty in ("onnx_ir", "onnxscript"):  # a line per rewritten node at INFO
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
@@ -434,7 +442,7 @@ def _save_onnx(program: torch.export.ExportedProgram, path: Path, network: str) 
             onnx_program = torch.onnx.export(
                 program,
                 dynamo=True,
-                input_names=["images"],
+                input_names=list(input_names),
                 output_names=["logits"],
                 optimize=True,
                 verbose=False,
@@ -489,13 +497,15 @@ def _onnx_failure(error: BaseException) -> tuple[str | None, str]:
     return (op.group(1) if op else None), summary.strip()
 
 
-def _save_openvino(program: torch.export.ExportedProgram, path: Path, network: str) -> None:
+def _save_openvino(
+    program: torch.export.ExportedProgram, path: Path, network: str, input_names: Sequence[str]
+) -> None:
     """OpenVINO IR through the ONNX model (its Q/DQ pairs become OpenVINO's int8 FakeQuantize)."""
     import openvino as ov
 
     with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        _save_onnx(program, onnx_path, network)
+        _save_onnx(program, onnx_path, network, input_names)
         try:
             model = ov.convert_model(str(onnx_path))
         except Exception as error:
@@ -617,7 +627,7 @@ def real_inputs(loader: Iterable[Any], images: int = PARITY_IMAGES) -> Tensor:
 
 
 def measure_artifact(
-    exported: Exported, input_shape: tuple[int, ...], min_run_time_s: float
+    exported: Exported, inputs: InputSpec, min_run_time_s: float
 ) -> dict[str, Any]:
     """The report entry of one artifact: files, size, latency at batch 1 and 32, parity (and
     int8's accuracy cost)."""
@@ -627,8 +637,8 @@ def measure_artifact(
         "bytes": exported.bytes,
         "runtime": runtime.runtime,
         "precision": exported.precision,
-        "latency_ms_b1": measure_latency_ms(runtime, input_shape, 1, min_run_time_s),
-        "latency_ms_b32": measure_latency_ms(runtime, input_shape, 32, min_run_time_s),
+        "latency_ms_b1": measure_latency_ms(runtime, inputs, 1, min_run_time_s),
+        "latency_ms_b32": measure_latency_ms(runtime, inputs, 32, min_run_time_s),
         "parity": exported.parity,
         **({"accuracy": exported.cost} if exported.cost else {}),
     }
@@ -668,7 +678,7 @@ def export_run(
     """
     deliverable = Deliverable(
         net=cpu_twin(module.net, module.model_config, module.form),
-        input_shape=module.input_shape,
+        inputs=module.input_spec,
         network=module.model_config["_target_"],
         record={**module.checkpoint_extras, **module.form},
         source="run",
@@ -690,7 +700,7 @@ def export_run(
         if after is None:
             entries[fmt] = {"bytes": exported.bytes, "parity": exported.parity}
         else:
-            entries[fmt] = measure_artifact(exported, deliverable.input_shape, min_run_time_s)
+            entries[fmt] = measure_artifact(exported, deliverable.inputs, min_run_time_s)
         entries[fmt]["file"] = f"export/{path.name}"
     if after is not None:
         timed = {"delivered": after.to_dict(), **entries}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from litcompress.measure import (
 from litcompress.outputs import atomic_path
 from litcompress.pictures import has_tensorboard, log_histograms
 from litcompress.quant.backends import TRACE_BATCH, convert
+from litcompress.spec import Inputs, InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def save_int8(
     model: nn.Module,
     backend: str,
     path: str | os.PathLike[str],
-    input_shape: Sequence[int],
+    inputs: Inputs,
     meta: dict[str, Any],
 ) -> Path:
     """Write the int8 ``model`` to ``path`` whole or not at all.
@@ -57,7 +57,7 @@ def save_int8(
     """
     path = Path(path)
     if backend == "pt2e":
-        return save_program(export_program(model, input_shape), path)
+        return save_program(export_program(model, inputs), path)
     with atomic_path(path) as tmp:
         torch.save({CHECKPOINT_KEY: meta, "state_dict": model.state_dict()}, tmp)
     return path
@@ -114,9 +114,8 @@ def load_int8(path: str | os.PathLike[str], compile: bool = True) -> nn.Module:
         raise ConfigError(f"{path} is not an int8 model written by litcompress (fx backend).")
     meta = saved[CHECKPOINT_KEY]
     twin = rebuild_network(meta["model_config"], meta).cpu()
-    size = meta["model_config"]["image_size"]
     with torch.no_grad():  # conversion needs observed ranges; the saved state replaces them
-        twin(torch.zeros(TRACE_BATCH, meta["model_config"]["in_channels"], size, size))
+        twin(*InputSpec.of_record(meta).example(TRACE_BATCH, zeros=True))
     int8 = convert(twin)
     int8.load_state_dict(saved["state_dict"])
     return int8.eval()
@@ -208,7 +207,7 @@ def deliver_int8(
     the result as for :func:`deploy_int8`.
     """
     meta = {"model_config": module.model_config, **module.form}
-    path = save_int8(int8, backend, Path(output_dir) / ARTIFACTS[backend], module.input_shape, meta)
+    path = save_int8(int8, backend, Path(output_dir) / ARTIFACTS[backend], module.input_spec, meta)
     write_metadata(
         path,
         artifact_metadata(
@@ -217,6 +216,7 @@ def deliver_int8(
             precision="int8",
             runtime="torch",
             inputs=module.checkpoint_extras.get("inputs"),
+            input_spec=module.input_spec,
             data=module.checkpoint_extras.get("data"),
             backend=backend,
             method=method,
@@ -228,7 +228,7 @@ def deliver_int8(
         log_histograms(module.loggers, histograms, module.global_step)
     # Measure what was saved, loaded the way a user loads it.
     deployed = load_int8(path)
-    input_shape = module.input_shape
+    inputs = module.input_spec
     test_acc = None
     if evaluate:
         # As many batches as trainer.test saw (limit_test_batches), for a like-for-like figure.
@@ -246,10 +246,10 @@ def deliver_int8(
     stats = ModelStats(
         test_acc=test_acc,
         params=count_params(float_net),
-        macs=count_macs(float_net, input_shape),
+        macs=count_macs(float_net, inputs),
         file_bytes=path.stat().st_size,
-        latency_ms_b1=measure_latency_ms(deployed, input_shape, 1, min_run_time_s),
-        latency_ms_b32=measure_latency_ms(deployed, input_shape, 32, min_run_time_s),
+        latency_ms_b1=measure_latency_ms(deployed, inputs, 1, min_run_time_s),
+        latency_ms_b32=measure_latency_ms(deployed, inputs, 32, min_run_time_s),
         extra={
             "int8_backend": backend,
             "int8_artifact": path.name,
@@ -257,10 +257,10 @@ def deliver_int8(
             "int8_weights_bytes": state_dict_bytes(int8),
             "fp32_file_bytes": state_dict_bytes(float_net),
             "fp32_compiled_latency_ms_b1": measure_latency_ms(
-                fp32_compiled, input_shape, 1, min_run_time_s
+                fp32_compiled, inputs, 1, min_run_time_s
             ),
             "fp32_compiled_latency_ms_b32": measure_latency_ms(
-                fp32_compiled, input_shape, 32, min_run_time_s
+                fp32_compiled, inputs, 32, min_run_time_s
             ),
         },
     )

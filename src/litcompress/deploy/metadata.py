@@ -7,7 +7,8 @@ Every artifact litcompress writes holds one metadata document (a JSON object):
 * ``.pt2``, OpenVINO ``.xml`` (and the run's int8 ``.pt2``/``.pt``): a sidecar ``<file>.json``.
 
 Its ``inputs`` entry (:meth:`litcompress.data.base.ClassificationData.inputs_record`) says how an
-image file becomes the network's input; :class:`Preprocessing` rebuilds that transform.
+image file becomes the network's input; :class:`Preprocessing` rebuilds that transform. Its
+``input_spec`` entry is the network's :class:`~litcompress.spec.InputSpec`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from litcompress.checkpoint import CHECKPOINT_KEY, read_checkpoint
 from litcompress.deploy.images import read_image
 from litcompress.errors import ConfigError
 from litcompress.outputs import atomic_path
+from litcompress.spec import RECORD_KEY, InputSpec
 from litcompress.version import __version__
 
 META_KEY = "litcompress"
@@ -44,11 +46,13 @@ def artifact_metadata(
     precision: str,
     runtime: str,
     inputs: dict[str, Any] | None,
+    input_spec: InputSpec | None = None,
     data: dict[str, Any] | None = None,
     report: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The metadata document of an artifact (see the module docstring)."""
+    """The metadata document of an artifact (see the module docstring); ``input_spec`` is what
+    the network takes (:class:`~litcompress.spec.InputSpec`)."""
     return {
         "litcompress_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -57,6 +61,7 @@ def artifact_metadata(
         "precision": precision,
         "runtime": runtime,
         "inputs": inputs,
+        RECORD_KEY: input_spec.to_record() if input_spec is not None else None,
         "data": data,
         "report": report,
         **extra,
@@ -103,23 +108,25 @@ def checkpoint_metadata(checkpoint: dict[str, Any], path: str | os.PathLike[str]
     """What a loaded checkpoint says of itself, as an artifact's metadata."""
     record = checkpoint[CHECKPOINT_KEY]
     config = record.get("model_config") or {}
+    spec = InputSpec.of_record(record) if (record.get(RECORD_KEY) or config) else None
     return {
         "source": str(path),
         "network": config.get("_target_"),
         "precision": "int8 (fake-quantized)" if "quantization" in record else "fp32",
         "runtime": "torch",
-        "inputs": record.get("inputs") or _inputs_from_model_config(config),
+        "inputs": record.get("inputs") or _inputs_of_spec(spec),
+        RECORD_KEY: spec.to_record() if spec else None,
         "data": record.get("data"),
     }
 
 
-def _inputs_from_model_config(config: dict[str, Any]) -> dict[str, Any] | None:
+def _inputs_of_spec(spec: InputSpec | None) -> dict[str, Any] | None:
     """What a checkpoint from before ``inputs`` were recorded still says: the input size."""
-    if "image_size" not in config:
+    if spec is None or spec.kind != "image":
         return None
     return {
-        "image_size": config["image_size"],
-        "channels": config["in_channels"],
+        "image_size": spec.height,
+        "channels": spec.channels,
         "mean": None,
         "std": None,
         "classes": None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,11 +11,12 @@ from torch import nn
 
 from litcompress.errors import ConfigError, first_line
 from litcompress.outputs import atomic_path
-from litcompress.quant.backends import TRACE_BATCH, batch_dim, quiet_deprecations
+from litcompress.quant.backends import TRACE_BATCH, quiet_deprecations
+from litcompress.spec import Inputs, InputSpec
 
 
-def export_program(model: nn.Module, input_shape: Sequence[int]) -> torch.export.ExportedProgram:
-    """Capture ``model`` (eval mode) for images of ``input_shape``, any batch size.
+def export_program(model: nn.Module, inputs: Inputs) -> torch.export.ExportedProgram:
+    """Capture ``model`` (eval mode) for images of ``inputs``, any batch size.
 
     Strict capture first (it handles modules reused at several places, as torchvision's ResNets
     reuse their ReLU); non-strict capture if that fails.
@@ -24,13 +24,16 @@ def export_program(model: nn.Module, input_shape: Sequence[int]) -> torch.export
     Raises:
         ConfigError: neither capture works; the message holds torch.export's own first lines.
     """
-    example = (torch.randn(TRACE_BATCH, *input_shape),)
+    example = InputSpec.of(inputs).example(TRACE_BATCH)
     errors = []
     with quiet_deprecations():
         for strict in (True, False):
             try:
                 return torch.export.export(
-                    model, example, dynamic_shapes=batch_dim(), strict=strict
+                    model,
+                    example,
+                    dynamic_shapes=InputSpec.of(inputs).dynamic_shapes(),
+                    strict=strict,
                 )
             except Exception as error:  # torch.export raises many types
                 errors.append(f"{type(error).__name__}: {first_line(error)}")

@@ -22,6 +22,7 @@ from litcompress.checkpoint import inference_network, read_checkpoint, require_f
 from litcompress.deploy.int8 import is_int8_program, load_int8, load_program
 from litcompress.deploy.metadata import checkpoint_metadata, read_metadata
 from litcompress.errors import ConfigError, first_line
+from litcompress.spec import RECORD_KEY, InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class Runtime:
         runtime: ``torch``, ``onnxruntime`` or ``openvino``.
         precision: ``fp32`` or ``int8`` (as run by this runtime).
         meta: the artifact's metadata (:mod:`litcompress.deploy.metadata`), or ``None``.
-        input_shape: ``(channels, height, width)`` the artifact takes, where it says.
+        inputs: the :class:`~litcompress.spec.InputSpec` the artifact takes, where it says.
     """
 
     runtime = "torch"
@@ -52,11 +53,24 @@ class Runtime:
         self.path = path
         self.meta = meta
         self.precision = precision
-        inputs = (meta or {}).get("inputs") or {}
+        self.inputs = self._input_spec(meta or {})
+
+    def _input_spec(self, meta: dict[str, Any]) -> InputSpec | None:
+        """What the artifact takes: the spec it records, or what its preprocessing (older
+        artifacts) or the model itself declares; ``None`` where nothing says."""
+        if meta.get(RECORD_KEY):
+            return InputSpec(**meta[RECORD_KEY])
+        inputs = meta.get("inputs") or {}
         size, channels = inputs.get("image_size"), inputs.get("channels")
-        self.input_shape: tuple[int, int, int] | None = (
-            (channels, size, size) if size and channels else self.declared_shape()
-        )
+        if size and channels:
+            return InputSpec.image(channels, size)
+        declared = self.declared_shape()
+        return InputSpec.of(declared) if declared else None
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The shape of one input (``(channels, height, width)`` for images), where known."""
+        return self.inputs.shape if self.inputs is not None else None
 
     @property
     def name(self) -> str:

@@ -13,6 +13,7 @@ import torchvision
 
 from litcompress.errors import ConfigError
 from litcompress.models.utils import find_classifier, first_conv, rebuild_conv
+from litcompress.spec import InputSpec
 
 
 def torchvision_classifier(
@@ -134,7 +135,7 @@ def _check_runs(model: nn.Module, name: str, in_channels: int, image_size: int) 
     """Run one image through ``model`` now, so that a size it cannot take fails before training."""
     try:
         with torch.no_grad():
-            logits = model.eval()(torch.zeros(1, in_channels, image_size, image_size))
+            logits = model.eval()(*InputSpec.image(in_channels, image_size).example(1, zeros=True))
     except Exception as error:
         raise _cannot_run(name, image_size, error) from error
     finally:

@@ -9,20 +9,21 @@ import torch
 import torch.nn as nn
 
 from litcompress.errors import ConfigError
+from litcompress.spec import Inputs, InputSpec
 
 
 def find_classifier(
-    model: nn.Module, input_shape: Sequence[int] | None = None
+    model: nn.Module, inputs: Inputs | None = None
 ) -> tuple[str, nn.Linear | nn.Conv2d]:
     """Find the layer producing the logits: a ``nn.Linear``, or a ``nn.Conv2d`` (SqueezeNet).
 
-    With ``input_shape`` (``(channels, height, width)``), the last such layer that runs in a
+    With ``inputs`` (``(channels, height, width)``), the last such layer that runs in a
     forward pass of one image, whatever order the model registers its modules in. Without it,
     the last one registered (torchvision and litcompress models register the head last).
 
     Args:
         model: a classifier.
-        input_shape: shape of one input image, to find the head by running the model.
+        inputs: shape of one input image, to find the head by running the model.
 
     Returns:
         ``(qualified_name, module)`` of the head, usable with ``model.get_submodule(name)``.
@@ -36,14 +37,14 @@ def find_classifier(
             f"{type(model).__name__} has no nn.Linear or nn.Conv2d layer that could produce the "
             f"logits; litcompress needs one (it keeps the classifier head whole when pruning)."
         )
-    if input_shape is not None:
+    if inputs is not None:
         ran: list[tuple[str, nn.Module]] = []
         hooks = [m.register_forward_hook(_recorder(ran, n)) for n, m in layers]
         training = model.training
         try:
             with torch.no_grad():
                 device = next(model.parameters()).device
-                model.eval()(torch.zeros(1, *input_shape, device=device))
+                model.eval()(*InputSpec.of(inputs).example(1, device, zeros=True))
         finally:
             model.train(training)
             for hook in hooks:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from torch import nn
 from litcompress.compat import cache_pattern_graphs, cpp_compiler, cpp_compiler_setting
 from litcompress.errors import ConfigError
 from litcompress.quant.fake_quant import FakeQuantNet
+from litcompress.spec import Inputs, InputSpec
 
 BACKENDS = ("pt2e", "fx")
 # Batch of the example input used to trace the network (> 1: BatchNorm trains on it).
@@ -61,11 +62,6 @@ def quiet_deprecations() -> Iterator[None]:
         yield
 
 
-def batch_dim() -> tuple[dict[int, Any]]:
-    """``dynamic_shapes`` for ``torch.export`` of an image network: a dynamic batch dimension."""
-    return ({0: torch.export.Dim("batch", min=1, max=65536)},)
-
-
 # Activation observers of post-training quantization: how calibration picks each range.
 OBSERVERS = ("histogram", "minmax")
 
@@ -94,18 +90,20 @@ def _ptq_quantizer(observer: str, dynamic: bool, reduce_range: bool) -> Any:
     return X86InductorQuantizer().set_global(config)
 
 
-def export_float(net: nn.Module, input_shape: Sequence[int], option: str) -> Any:
+def export_float(net: nn.Module, inputs: Inputs, option: str) -> Any:
     """``torch.export`` of ``net`` in evaluation mode with a dynamic batch, on its device.
 
     Raises:
         ConfigError: the network cannot be captured; the message names ``option``.
     """
     device = next(net.parameters()).device
-    example = (torch.randn(TRACE_BATCH, *input_shape, device=device),)
+    example = InputSpec.of(inputs).example(TRACE_BATCH, device)
     net.eval()
     try:
         with quiet_deprecations():
-            return torch.export.export(net, example, dynamic_shapes=batch_dim(), strict=True)
+            return torch.export.export(
+                net, example, dynamic_shapes=InputSpec.of(inputs).dynamic_shapes(), strict=True
+            )
     except Exception as error:
         raise ConfigError(
             f"torch.export cannot capture {type(net).__name__} for {option}: "
@@ -115,7 +113,7 @@ def export_float(net: nn.Module, input_shape: Sequence[int], option: str) -> Any
 
 def quantize_post_training(
     net: nn.Module,
-    input_shape: Sequence[int],
+    inputs: Inputs,
     batches: Iterable[torch.Tensor],
     observer: str = "histogram",
     dynamic: bool = False,
@@ -130,7 +128,7 @@ def quantize_post_training(
     cache_pattern_graphs()
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    exported = export_float(net, input_shape, "compress=ptq")
+    exported = export_float(net, inputs, "compress=ptq")
     with quiet_deprecations():
         prepared = prepare_pt2e(exported.module(), _ptq_quantizer(observer, dynamic, reduce_range))
     images = 0
@@ -156,7 +154,7 @@ def _x86_quantizer(reduce_range: bool, is_qat: bool) -> Any:
 
 
 def prepare(
-    net: nn.Module, backend: str, input_shape: Sequence[int], reduce_range: bool = False
+    net: nn.Module, backend: str, inputs: Inputs, reduce_range: bool = False
 ) -> FakeQuantNet:
     """Fake-quantize ``net`` for quantization-aware training with ``backend``, on its device.
 
@@ -169,7 +167,7 @@ def prepare(
     """
     cache_pattern_graphs()
     device = next(net.parameters()).device
-    example = (torch.randn(TRACE_BATCH, *input_shape, device=device),)
+    example = InputSpec.of(inputs).example(TRACE_BATCH, device)
     net.train()
     name = type(net).__name__
     with quiet_deprecations():
@@ -179,7 +177,7 @@ def prepare(
 
             try:
                 exported = torch.export.export(
-                    net, example, dynamic_shapes=batch_dim(), strict=True
+                    net, example, dynamic_shapes=InputSpec.of(inputs).dynamic_shapes(), strict=True
                 )
             except Exception as error:
                 raise ConfigError(
