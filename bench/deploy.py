@@ -13,7 +13,7 @@ Measured in this one process, with torch's threads (every runtime is given the s
    that checkpoint with ``export=[onnx,openvino,pt2]``; the test accuracy of every int8 artifact
    (as ``litcompress evaluate`` measures it) against the fp32 network.
 
-    python bench/deploy.py                    # the README table
+    python bench/deploy.py                    # the docs table
     python bench/deploy.py --skip-accuracy    # speed only
 """
 
@@ -34,7 +34,7 @@ from litcompress.deploy.evaluate import evaluate, load_data
 from litcompress.deploy.export import Deliverable, artifact_name, write_artifact
 from litcompress.deploy.int8 import enable_int8_kernels
 from litcompress.deploy.runtimes import load_artifact
-from litcompress.measure import describe_cpu, measure_latency_ms
+from litcompress.measure import describe_cpu, describe_versions, measure_latency_ms
 from litcompress.quant.backends import prepare
 
 NETWORKS = {
@@ -167,7 +167,7 @@ def main() -> None:
     accuracy_options(parser)
     parser.add_argument("--only", help="speed of the networks whose name contains this only")
     args = parser.parse_args()
-    print(describe_cpu() + "\n")
+    print(describe_versions() + "\n" + describe_cpu() + "\n")
     if not args.skip_speed:
         speed(args.min_run_time, args.only)
     if not args.skip_accuracy:

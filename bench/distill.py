@@ -9,12 +9,12 @@ Measured in this one process, on the generated ``shapes`` data, the same epochs 
 3. The full pipeline from the teacher, ``compress=[prune,distill,qat]``: accuracy, MACs, file size
    and CPU latency at batch 1 and 32 of the int8 pruned student against the fp32 teacher.
 
-    python bench/distill.py --teacher-run UNPRUNED --features layer1,layer2,layer3   # README table
+    python bench/distill.py --teacher-run UNPRUNED --features layer1,layer2,layer3   # docs table
     python bench/distill.py                                 # teacher trained here, logits only
     python bench/distill.py --teacher-depth 20 --student-depth 8 --epochs 4 --num-train 2000
 
 ``--hard`` uses a harder ``shapes`` (:data:`HARD_SHAPES`: smaller shapes among distractor blobs
-and lines, more noise; all 10 classes), on which 15 epochs do not saturate accuracy (the README
+and lines, more noise; all 10 classes), on which 15 epochs do not saturate accuracy (the docs
 says what it showed: a teacher must first be better than the student is alone);
 ``--students-only`` runs the teacher and the two ResNet-20 rows alone:
 
@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 from _runs import shapes_run, train
-from litcompress.measure import describe_cpu
+from litcompress.measure import describe_cpu, describe_versions
 
 # The harder data of --hard: shapes of 25-60% of the image side, 2 distractors, more noise.
 # (15-40% with 4 distractors and noise 0.15, and 20-50% with 3 and 0.12, left every network at
@@ -61,7 +61,7 @@ def main() -> None:
         common += HARD_SHAPES
     teacher_net = f"model.depth={args.teacher_depth}"
     student_net = f"model.depth={args.student_depth}"
-    print(describe_cpu() + "\n")
+    print(describe_versions() + "\n" + describe_cpu() + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if args.teacher_run:

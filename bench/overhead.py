@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
 from litcompress.build import build, build_callbacks, build_module
-from litcompress.measure import describe_cpu
+from litcompress.measure import describe_cpu, describe_versions
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -110,6 +110,7 @@ def main() -> None:
 
     plain_ips = num_images / statistics.median(plain)
     lightning_ips = num_images / statistics.median(lightning)
+    print(describe_versions())
     print(f"config: {' '.join(overrides)} | {describe_cpu()}")
     spread = " ".join(f"{num_images / t:.0f}" for t in plain)
     print(f"plain PyTorch loop : {plain_ips:8.1f} images/s  (median; epochs: {spread})")

@@ -9,7 +9,7 @@ Measured in this one process, on a 2-core CPU by default:
    and the same schedule with Lightning's `ModelPruning` (unstructured L1 masks, 50%, made
    permanent), for comparison.
 
-    python bench/prune.py                  # the README table
+    python bench/prune.py                  # the docs table
     python bench/prune.py --depth 20 --epochs 6 --num-train 4000   # quicker, noisier
 """
 
@@ -24,7 +24,13 @@ from lightning.pytorch.callbacks import ModelPruning
 
 from _runs import SHAPE, prune_half, shapes_run, train
 from litcompress.checkpoint import load_network
-from litcompress.measure import count_macs, count_params, describe_cpu, measure_latency_ms
+from litcompress.measure import (
+    count_macs,
+    count_params,
+    describe_cpu,
+    describe_versions,
+    measure_latency_ms,
+)
 from litcompress.models import CifarResNet, torchvision_classifier
 
 ROWS = ["unpruned", "litcompress", "lottery", "finetune"]
@@ -152,7 +158,7 @@ def main() -> None:
         "--output-dir", type=Path, help="keep the accuracy runs here (default: a temporary folder)"
     )
     args = parser.parse_args()
-    print(describe_cpu() + "\n")
+    print(describe_versions() + "\n" + describe_cpu() + "\n")
     if not args.skip_speed:
         size_and_speed(args.min_run_time)
     if args.skip_accuracy:

@@ -14,7 +14,7 @@ Every figure is the run's own report: test accuracy of the delivered int8 model,
 CPU latency of the int8 model against the fp32 network it came from, timed side by side in the
 same process (int8 speed depends on the CPU: VNNI, AMX; see the first line).
 
-    python bench/ptq.py                                     # the README table
+    python bench/ptq.py                                     # the docs table
     python bench/ptq.py --networks resnet20 --epochs 2 --num-train 512   # a quick check
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from _runs import shapes_run, train
-from litcompress.measure import describe_cpu
+from litcompress.measure import describe_cpu, describe_versions
 
 # Name, model overrides, overrides of the fp32 run only.
 NETWORKS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
     parser.add_argument("--output-dir", type=Path, help="keep the runs (default: a temporary one)")
     args = parser.parse_args()
-    print(describe_cpu() + "\n")
+    print(describe_versions() + "\n" + describe_cpu() + "\n")
     print(
         f"## PTQ vs QAT vs fp32 on shapes: fp32 for {args.epochs} epochs ({args.num_train} "
         f"training images, Adam); PTQ calibrated on {args.calibration_batches} batches of 128 "

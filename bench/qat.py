@@ -10,7 +10,7 @@ Measured in this one process, on a 2-core CPU by default:
    fine-tuned with QAT from that checkpoint (``init_from``, ``compress=qat``) for
    ``--qat-epochs``; the int8 model's test accuracy against the fp32 network it came from.
 
-    python bench/qat.py                     # the README table
+    python bench/qat.py                     # the docs table
     python bench/qat.py --skip-accuracy     # speed only (about 13 minutes on 2 cores)
 """
 
@@ -26,7 +26,7 @@ from _runs import accuracy_options, shapes_run, train_then_qat
 from litcompress.checkpoint import rebuild_network
 from litcompress.compat import cpu_has_vnni
 from litcompress.deploy.int8 import ARTIFACTS, enable_int8_kernels, load_int8, save_int8
-from litcompress.measure import describe_cpu, measure_latency_ms
+from litcompress.measure import describe_cpu, describe_versions, measure_latency_ms
 from litcompress.quant.backends import convert
 
 SHAPE = (3, 32, 32)
@@ -104,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     accuracy_options(parser)
     args = parser.parse_args()
-    print(describe_cpu() + "\n")
+    print(describe_versions() + "\n" + describe_cpu() + "\n")
     if not args.skip_speed:
         speed(args.min_run_time)
     if not args.skip_accuracy:

@@ -11,7 +11,7 @@ Measured in this one process, on the generated ``shapes`` data:
    - uniform: ``compress.prune.speedup=S``, every layer at one ratio, with S the MACs reduction
      the guided run achieved: the same MACs.
 
-    python bench/sensitivity.py --base-run <bench/ptq.py output>/resnet20/fp32   # the README table
+    python bench/sensitivity.py --base-run <bench/ptq.py output>/resnet20/fp32   # the docs table
     python bench/sensitivity.py --depth 8 --epochs 2 --num-train 512 --finetune-epochs 1  # quick
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from _runs import shapes_run, train
 from litcompress.cli import main as litcompress
-from litcompress.measure import describe_cpu
+from litcompress.measure import describe_cpu, describe_versions
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, help="keep the runs (default: a temporary one)")
     args = parser.parse_args()
     common = [*shapes_run(args.num_train, args.min_run_time), f"model.depth={args.depth}"]
-    print(describe_cpu() + "\n")
+    print(describe_versions() + "\n" + describe_cpu() + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.output_dir or Path(tmp)
         base = args.base_run or root / "fp32"

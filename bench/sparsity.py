@@ -15,7 +15,7 @@ Every run tests its last epoch (``callbacks.model_checkpoint.monitor=null``), th
 final sparsity; the size is that model's state dict zip-compressed (deflate), as TF-MOT measures
 it, against the dense run's.
 
-    python bench/sparsity.py                                  # the README table
+    python bench/sparsity.py                                  # the docs table
     python bench/sparsity.py --sparsities 0.75 --epochs 2 --num-train 512   # a quick check
 """
 
@@ -33,7 +33,7 @@ from torch import nn
 from _runs import shapes_run, train
 from litcompress.checkpoint import load_network
 from litcompress.compress.sparsity import SparsityCallback, zipped_bytes
-from litcompress.measure import describe_cpu
+from litcompress.measure import describe_cpu, describe_versions
 from litcompress.models import find_classifier
 
 BATCH = 128
@@ -104,7 +104,7 @@ def main() -> None:
         f"data.batch_size={BATCH}",
         "callbacks.model_checkpoint.monitor=null",
     ]
-    print(describe_cpu() + "\n")
+    print(describe_versions() + "\n" + describe_cpu() + "\n")
     print(
         f"## Sparsity on shapes: ResNet-{args.depth}, {args.epochs} epochs in every run, "
         f"{args.num_train} training images, Adam; polynomial schedule to the final sparsity at "

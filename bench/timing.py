@@ -7,7 +7,7 @@ repeated; "separate" is the earlier method (each network timed on its own, one a
 as when ``before`` was timed at the start of a run and ``after`` at its end), "paired" the
 report's. "busy": one CPU-burning process per core runs beside the measurement.
 
-    python bench/timing.py                # the README table
+    python bench/timing.py                # the docs table
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ import time
 import torch
 
 from _runs import SHAPE
-from litcompress.measure import ModelStats, describe_cpu, measure_latency_ms, time_side_by_side
+from litcompress.measure import (
+    ModelStats,
+    describe_cpu,
+    describe_versions,
+    measure_latency_ms,
+    time_side_by_side,
+)
 from litcompress.models import CifarResNet
 
 
@@ -53,7 +59,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-run-time", type=float, default=1.0, help="report.min_run_time_s")
     args = parser.parse_args()
-    print(describe_cpu() + "\n")
+    print(describe_versions() + "\n" + describe_cpu() + "\n")
     net = CifarResNet(num_classes=10, in_channels=3, image_size=32, depth=20).eval()
     twin = copy.deepcopy(net)
     print(

@@ -16,7 +16,7 @@ Then every OpenVINO model's accuracy on the whole test split and its latency at 
 against OpenVINO fp32 (the same runtime, the same threads). NNCF is a benchmark dependency only:
 ``pip install -e '.[bench]'``.
 
-    python bench/vs_nncf.py                                   # the README table
+    python bench/vs_nncf.py                                   # the docs table
     python bench/vs_nncf.py --epochs 2 --num-train 1024       # a quick check
 """
 
@@ -35,7 +35,7 @@ from omegaconf import OmegaConf
 from _runs import shapes_run, train
 from litcompress.deploy.evaluate import evaluate, load_data
 from litcompress.deploy.runtimes import OpenVINORuntime, load_artifact
-from litcompress.measure import describe_cpu
+from litcompress.measure import describe_cpu, describe_versions
 
 
 class RecordTrainingImages(Callback):
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=10000)
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per latency")
     args = parser.parse_args()
-    print(describe_cpu() + "\n")
+    print(describe_versions() + "\n" + describe_cpu() + "\n")
     common = [*shapes_run(args.num_train), f"model.depth={args.depth}", "test=false"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

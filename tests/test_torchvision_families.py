@@ -1,6 +1,6 @@
 """One torchvision network of each family that needed a fix trains, prunes and converts to int8.
 
-The coverage of every torchvision classifier is measured by bench/coverage.py (README table);
+The coverage of every torchvision classifier is measured by bench/coverage.py (docs/torchvision.md);
 these are the families litcompress had to adapt to: auxiliary heads (GoogLeNet, Inception), a
 convolutional head (SqueezeNet), a model built for its input size (ViT), grouped convolutions
 with ``round_to`` (ResNeXt, RegNet).

@@ -102,7 +102,7 @@ def build_compression(cfg: DictConfig) -> list[CompressionCallback]:
             raise ConfigError(
                 f"compress.{name} builds a {type(callback).__name__} ({config.get('_target_')}), "
                 f"which is not a litcompress.compress.CompressionCallback: a compression "
-                f"technique must subclass it (see the README, 'Writing a compression callback')."
+                f"technique must subclass it (see docs/writing-a-technique.md)."
             )
         callbacks.append(callback)
     return sorted(callbacks, key=lambda c: c.order)

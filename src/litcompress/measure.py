@@ -284,3 +284,13 @@ def evaluate_cpu(
                 x = torch.cat([x, x[-1:].expand(batch_size - n, *x.shape[1:])])
             accuracy.update(net(x)[:n], y)
     return float(accuracy.compute())
+
+
+def describe_versions() -> str:
+    """One line for benchmark output: the versions that made the figures."""
+    import torchvision
+
+    from litcompress.version import __version__
+
+    versions = f"torch {torch.__version__}, torchvision {torchvision.__version__}"
+    return f"litcompress {__version__} ({versions})"

@@ -66,7 +66,7 @@ _PROGRESSIVE_STEPS = 100
 # Small steps of a global pruning step limited by max_layer_ratio.
 _CAPPED_STEPS = 20
 # Channel counts that int8 kernels run at full speed: a ResNet-20 pruned to 11/22/44 channels ran
-# slower in int8 than unpruned, at 8/16/32 faster (README, Sweeps).
+# slower in int8 than unpruned, at 8/16/32 faster (docs/sweeps.md).
 INT8_WIDTH = 8
 # How far below the requested ratio the channels removed may fall before it counts as not
 # honoured (the per-layer rounding of torch-pruning is a channel or so per layer).
