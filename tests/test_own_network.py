@@ -1,4 +1,4 @@
-"""A network from the user's own file, with its config in the user's own folder (as docs/configuration.md shows)."""
+"""A network from the user's own file, with its config in the user's own folder (see the docs)."""
 
 from __future__ import annotations
 

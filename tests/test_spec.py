@@ -53,7 +53,7 @@ def test_a_token_spec_gives_ids_and_a_mask_and_measures_a_text_network():
     # The measuring code needs nothing but the spec: the same calls as for an image network.
     assert count_macs(net, spec) == 16 * 2  # the head: 16 inputs x 2 classes, once per example
     assert measure_latency_ms(net, spec, batch_size=2, min_run_time_s=0.01) > 0
-    assert "16 tokens" == spec.describe()
+    assert spec.describe() == "16 tokens"
 
 
 def test_checkpoints_and_artifacts_carry_the_spec_and_older_checkpoints_still_load(
