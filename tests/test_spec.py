@@ -70,6 +70,7 @@ def test_checkpoints_and_artifacts_carry_the_spec_and_older_checkpoints_still_lo
     torch.save(checkpoint, older)
     assert InputSpec.of_record(read_checkpoint(older)[CHECKPOINT_KEY]) == InputSpec.image(1, 8)
     assert torch.equal(load_network(older)(torch.ones(2, 1, 8, 8)), expected)
-    assert checkpoint_metadata(read_checkpoint(older), older)[RECORD_KEY] == InputSpec.image(
-        1, 8
-    ).to_record()
+    assert (
+        checkpoint_metadata(read_checkpoint(older), older)[RECORD_KEY]
+        == InputSpec.image(1, 8).to_record()
+    )
