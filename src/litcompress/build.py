@@ -3,11 +3,12 @@ techniques, callbacks, loggers, trainer), each through Hydra's ``instantiate``."
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +28,7 @@ from litcompress.forms import technique_of
 from litcompress.instantiate import build
 from litcompress.module import ClassifierModule
 from litcompress.outputs import AtomicCheckpointIO
+from litcompress.spec import KIND_WORDS, InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,7 @@ def model_config(cfg: DictConfig, data: ClassificationData) -> dict[str, Any]:
     """The network's full config: the ``model`` group completed with what the data supplies."""
     config = OmegaConf.to_container(cfg.model, resolve=True)
     config.pop("_partial_", None)
-    config.update(
-        num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size
-    )
+    config.update(num_classes=data.num_classes, **data.network_inputs())
     return config
 
 
@@ -53,15 +53,32 @@ def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
                 f"data ({cfg.data._target_}) has {data.num_classes}. Train on the same data, or "
                 f"start from scratch (init_from=null)."
             )
-        for key, what in (("in_channels", "channels"), ("image_size", "image size")):
-            if net_config.get(key) != getattr(data, key):
+        trained_kind = InputSpec.of_record(checkpoint[CHECKPOINT_KEY]).kind
+        if trained_kind != data.input_spec.kind:
+            raise ConfigError(
+                f"init_from={cfg.init_from} holds a network that takes {KIND_WORDS[trained_kind]}, "
+                f"but the data ({cfg.data._target_}) gives {KIND_WORDS[data.input_spec.kind]}: "
+                f"fine-tune it on data of its kind, or start from scratch (init_from=null)."
+            )
+        what_of = {"in_channels": "channels", "image_size": "image size"}
+        for key, value in data.network_inputs().items():
+            if net_config.get(key) == value:
+                continue
+            if key in what_of:
+                what = what_of[key]
                 raise ConfigError(
                     f"init_from={cfg.init_from} holds a network trained on images with {what} "
                     f"{net_config.get(key)}, but the data ({cfg.data._target_}) has {what} "
-                    f"{getattr(data, key)}. Fine-tune on data of the same {what} (e.g. "
+                    f"{value}. Fine-tune on data of the same {what} (e.g. "
                     f"data.image_size={net_config.get('image_size')} where the data module "
                     f"resizes), or start from scratch (init_from=null)."
                 )
+            raise ConfigError(
+                f"init_from={cfg.init_from} holds a network built for {key}="
+                f"{net_config.get(key)}, but the data ({cfg.data._target_}) gives {key}={value}. "
+                f"Fine-tune with the tokenizer the network was trained with "
+                f"(data.tokenizer=<its run>/tokenizer), or start from scratch (init_from=null)."
+            )
         meta = checkpoint[CHECKPOINT_KEY]
         form = form_of(meta)
         chosen = set(cfg.compress or {})
@@ -77,6 +94,7 @@ def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
         net = build_network(checkpoint)
         log.info("Starting from the weights of %s (%s)", cfg.init_from, net_config["_target_"])
     else:
+        check_model_kind(cfg.model, data)
         net_config = model_config(cfg, data)
         net = build(net_config)
     module = ClassifierModule(
@@ -86,11 +104,57 @@ def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
         num_classes=data.num_classes,
         model_config=net_config,
         pretrained=bool(cfg.init_from),
-        **cfg.module,
+        **module_options(cfg.module, data),
     )
     if cfg.init_from:  # the new run's checkpoints must record the (pruned) architecture too
         module.form = form
     return module
+
+
+def check_model_kind(model: DictConfig, data: ClassificationData) -> None:
+    """Refuse a network whose constructor takes the other kind of input (an image network on
+    text data, or the reverse) before it is built, with the models that fit."""
+    target = model.get("_target_")
+    try:
+        parameters = inspect.signature(get_object(str(target))).parameters
+    except Exception:  # not importable: build() says so; no signature: nothing to check
+        return
+    takes = set(parameters)
+    wanted = set(data.network_inputs())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()) or wanted <= takes:
+        return
+    kind = data.input_spec.kind
+    models = (
+        "model=bert_tiny, bert_mini, bert_small or hf"
+        if kind == "tokens"
+        else ("model=resnet, cnn, mobilenet, vit or torchvision")
+    )
+    raise ConfigError(
+        f"model: {target} does not take {KIND_WORDS[kind]} (its constructor has no "
+        f"{', '.join(sorted(wanted - takes))}), which the data ({type(data).__name__}) gives. "
+        f"Choose a model for {KIND_WORDS[kind]}: {models}."
+    )
+
+
+# The LightningModule's config (`module=...`) for each kind of input.
+MODULE_FOR = {"image": "image_classifier", "tokens": "text_classifier"}
+
+
+def module_options(options: DictConfig, data: ClassificationData) -> dict[str, Any]:
+    """The LightningModule's options for this data: ``module=auto`` follows the data's kind of
+    input; an explicit choice for the other kind is refused."""
+    options = dict(options)
+    kind = data.input_spec.kind
+    asked = options.pop("inputs", "auto")
+    if asked not in ("auto", kind):
+        raise ConfigError(
+            f"module={MODULE_FOR.get(asked, asked)} takes {KIND_WORDS.get(asked, asked)}, but the "
+            f"data ({type(data).__name__}) gives {KIND_WORDS[kind]}: use module={MODULE_FOR[kind]} "
+            f"(or leave module out: it follows the data)."
+        )
+    if options.get("macro_f1") == "auto":
+        options["macro_f1"] = kind == "tokens"
+    return options
 
 
 def build_compression(cfg: DictConfig) -> list[CompressionCallback]:
@@ -136,6 +200,16 @@ def build_data(cfg: DictConfig) -> ClassificationData:
     data: ClassificationData = build(cfg.data)
     data.shuffle_seed = cfg.seed
     return data
+
+
+def recorded_inputs(cfg: DictConfig, resumed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the checkpoint the run resumes (``resumed``: its litcompress record) or starts from
+    (``init_from``) prepared its inputs, for the data module to do the same."""
+    if resumed is not None:
+        return resumed.get("inputs")
+    if cfg.init_from:
+        return read_checkpoint(cfg.init_from, "init_from")[CHECKPOINT_KEY].get("inputs")
+    return None
 
 
 def build_trainer(

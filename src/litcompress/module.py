@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from litcompress.checkpoint import (
     CHECKPOINT_KEY,
@@ -63,6 +63,11 @@ class ClassifierModule(L.LightningModule):
             unpickling anything (:func:`litcompress.checkpoint.load_network`).
         pretrained: the network enters the run trained (``init_from``): compression may start at
             once.
+        macro_f1: also log the macro-averaged F1 score (``val/f1``, ``test/f1``): the mean over
+            classes, which an imbalanced text set needs beside accuracy.
+
+    A batch is ``(*inputs, targets)``: ``(images, targets)``, or ``(input_ids, attention_mask,
+    targets)`` for text; the network is called as ``net(*inputs)``.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class ClassifierModule(L.LightningModule):
         no_decay_norm_and_bias: bool = False,
         model_config: Mapping[str, Any] | None = None,
         pretrained: bool = False,
+        macro_f1: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -88,6 +94,9 @@ class ClassifierModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.macro_f1 = macro_f1
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro") if macro_f1 else None
+        self.test_f1 = MulticlassF1Score(num_classes, average="macro") if macro_f1 else None
         # Saved in checkpoints beside the weights: a resumed run keeps the best of the epochs
         # before.
         self.val_acc_best = MaxMetric()
@@ -104,8 +113,8 @@ class ClassifierModule(L.LightningModule):
         # Other entries recorded in checkpoints under CHECKPOINT_KEY (e.g. the teacher's path).
         self.checkpoint_extras: dict[str, Any] = {}
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.net(*inputs)
 
     @property
     def input_spec(self) -> InputSpec:
@@ -114,15 +123,15 @@ class ClassifierModule(L.LightningModule):
         return InputSpec.of_record({**self.checkpoint_extras, "model_config": self.model_config})
 
     # -- training loop --------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        logits = self.net(x)
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x, y = _inputs(batch)
+        logits = self.net(*x)
         ce = self.criterion(logits, y)
         loss = ce * self.ce_weight if self.ce_weight != 1.0 else ce
         if self.loss_terms:
             self.log("train/ce_loss", ce, on_step=False, on_epoch=True)
             for name, term in self.loss_terms.items():
-                value = term(x, logits, y)
+                value = term(x[0] if len(x) == 1 else x, logits, y)
                 self.log(f"train/{name}", value, on_step=False, on_epoch=True)
                 loss = loss + value
         self.train_acc.update(logits, y)
@@ -158,10 +167,13 @@ class ClassifierModule(L.LightningModule):
         """Start ``val/acc_best`` afresh (the network changed form: the old best is not its own)."""
         self.val_acc_best.reset()
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
-        logits = self.net(x)
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        x, y = _inputs(batch)
+        logits = self.net(*x)
         self.val_acc(logits, y)
+        if self.val_f1 is not None:
+            self.val_f1(logits, y)
+            self.log("val/f1", self.val_f1, on_epoch=True)
         self.log("val/loss", self.criterion(logits, y), on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
@@ -171,10 +183,13 @@ class ClassifierModule(L.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
-        logits = self.net(x)
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        x, y = _inputs(batch)
+        logits = self.net(*x)
         self.test_acc(logits, y)
+        if self.test_f1 is not None:
+            self.test_f1(logits, y)
+            self.log(f"{self.test_prefix}/f1", self.test_f1, on_epoch=True)
         self.log(f"{self.test_prefix}/loss", self.criterion(logits, y), on_epoch=True)
         self.log(f"{self.test_prefix}/acc", self.test_acc, on_epoch=True)
 
@@ -302,3 +317,8 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _inputs(batch: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], Tensor]:
+    """``(the network's inputs, the targets)`` of a batch ``(*inputs, targets)``."""
+    return tuple(batch[:-1]), batch[-1]

@@ -18,7 +18,13 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from litcompress.build import build_compression, build_data, build_module, build_trainer
+from litcompress.build import (
+    build_compression,
+    build_data,
+    build_module,
+    build_trainer,
+    recorded_inputs,
+)
 from litcompress.cluster import cluster_plugins
 from litcompress.deliver import (
     best_checkpoint,
@@ -67,6 +73,7 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     # Build: data, network, techniques, trainer.
     L.seed_everything(cfg.seed, workers=True)
     data = build_data(cfg)
+    data.use_recorded_inputs(recorded_inputs(cfg, resumed))  # a text run's tokenizer
     if rank_zero_only.rank == 0:
         data.prepare_data()  # missing files or failed downloads now, not after measuring
     module = build_module(cfg, data)

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 
 KINDS = ("image", "tokens")
+# How messages speak of each kind.
+KIND_WORDS = {"image": "images", "tokens": "text (token ids)"}
 # Entry of a checkpoint's litcompress record (and of an artifact's metadata) that holds the spec.
 RECORD_KEY = "input_spec"
 # The largest batch an exported program accepts (a dynamic dimension needs a bound).
@@ -75,8 +77,11 @@ class InputSpec:
 
     @classmethod
     def of_model_config(cls, config: Mapping[str, Any]) -> InputSpec:
-        """The inputs of an image network from its config (``in_channels``, ``image_size``): what
-        checkpoints written before the spec was recorded say."""
+        """The inputs a network's config implies: ``vocab_size`` and ``max_length`` for a text
+        network, ``in_channels`` and ``image_size`` for an image network (what checkpoints
+        written before the spec was recorded say)."""
+        if "vocab_size" in config:
+            return cls.tokens(config["vocab_size"], config["max_length"])
         return cls.image(config["in_channels"], config["image_size"])
 
     @classmethod

@@ -61,6 +61,18 @@ class ClassificationData(L.LightningDataModule):
         # The epoch whose order the next training loader starts with (restored on resume).
         self.epoch = 0
 
+    # Batches of the loaders are put together by this function (None: torch's default).
+    collate_fn: Any = None
+
+    def use_recorded_inputs(self, record: dict[str, Any] | None) -> None:
+        """Prepare inputs as the checkpoint a run starts from or resumes did (``record``: its
+        ``inputs`` entry). Images: nothing to take (the run's own preprocessing applies)."""
+
+    def network_inputs(self) -> dict[str, Any]:
+        """What the network's constructor is told about its inputs (beside ``num_classes``):
+        ``in_channels`` and ``image_size`` for images."""
+        return {"in_channels": self.in_channels, "image_size": self.image_size}
+
     @property
     def input_spec(self) -> InputSpec:
         """What the network takes: images of ``in_channels`` x ``image_size`` squared."""
@@ -105,6 +117,7 @@ class ClassificationData(L.LightningDataModule):
             generator=sampler.generator if sampler is not None else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
+            collate_fn=self.collate_fn,
             persistent_workers=self.num_workers > 0,
         )
 

@@ -1,0 +1,287 @@
+"""Text classification: the text data sources on small files, both tokenizer paths, Transformer
+models (from a config and from a local pretrained folder), the text LightningModule chosen by the
+data, a real run that reports, exact resume, and bad input refused before any work."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from litcompress.checkpoint import CHECKPOINT_KEY, load_network, read_checkpoint
+from litcompress.data.reviews import ReviewsData
+from litcompress.data.text import pad_batch
+from litcompress.data.text_files import TextFilesData
+from litcompress.data.tokenizer import TextTokenizer, load_tokenizer
+from litcompress.errors import ConfigError
+from litcompress.models.text import BertClassifier, pretrained_classifier
+from litcompress.run import run
+from litcompress.spec import InputSpec
+from tests.conftest import compose_config
+
+WORDS = {
+    "good": "a wonderful moving film with great acting and a fine story",
+    "bad": "a dull boring mess with awful acting and a weak plot",
+}
+# A tiny, quick text run: no progress bar or summary, short timing.
+FAST_TEXT = [
+    "model=bert_tiny",
+    "model.layers=1",
+    "model.hidden=32",
+    "model.heads=2",
+    "model.ffn=64",
+    "trainer=debug",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "report.min_run_time_s=0.05",
+    "data.batch_size=16",
+    "data.vocab_size=200",
+    "data.max_length=16",
+]
+
+
+def texts(n: int) -> list[tuple[str, str]]:
+    """``n`` short texts of two classes whose words tell the class."""
+    rows = []
+    for i in range(n):
+        label = "good" if i % 2 else "bad"
+        words = WORDS[label].split()
+        rows.append((" ".join(words[i % 3 :] + words[: i % 3]), label))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], delimiter: str = ",") -> Path:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file, delimiter=delimiter)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(json.dumps({"review": t, "sentiment": y}) + "\n" for t, y in rows))
+    return path
+
+
+def files_data(**kwargs) -> TextFilesData:
+    options = dict(text_column="review", label_column="sentiment", vocab_size=200, max_length=16)
+    return TextFilesData(**{**options, **kwargs})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_one_file_of_any_format_is_split_by_fractions(tmp_path, suffix):
+    rows = texts(60)
+    path = tmp_path / f"texts{suffix}"
+    if suffix == ".jsonl":
+        write_jsonl(path, rows)
+    else:
+        write_csv(path, rows, "\t" if suffix == ".tsv" else ",")
+    data = files_data(path=str(path))
+    data.setup()
+    assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (48, 6, 6)
+    assert data.classes == ["bad", "good"] and data.num_classes == 2
+    ids, label = data.train_set[0]
+    assert ids.dtype == torch.long and int(label) in (0, 1)
+    assert data.input_spec == InputSpec.tokens(data.tokenizer.vocab_size, 16, 16)
+
+
+def test_a_file_per_split_and_batches_padded_to_their_longest_text(tmp_path):
+    data = files_data(
+        train=str(write_csv(tmp_path / "train.csv", texts(40))),
+        val=str(write_csv(tmp_path / "val.csv", texts(8))),
+        test=str(write_csv(tmp_path / "test.csv", [("wonderful", "good"), *texts(7)])),
+        max_length=8,
+    )
+    data.setup()
+    assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (40, 8, 8)
+    assert data.truncated["train"] > 0  # 11-word texts cut at 8 tokens, and counted
+    input_ids, mask, labels = next(iter(data.test_dataloader()))
+    assert input_ids.shape == mask.shape and input_ids.shape[1] == 8
+    assert mask[0].sum() == 3  # "[CLS] wonderful [SEP]": padded, and the mask says where
+    assert input_ids[0, 3:].eq(data.tokenizer.pad_id).all() and labels.shape == (8,)
+    short = pad_batch(
+        [(torch.tensor([5, 6]), torch.tensor(0)), (torch.tensor([7]), torch.tensor(1))]
+    )
+    assert short[0].tolist() == [[5, 6], [7, 0]] and short[1].tolist() == [[1, 1], [1, 0]]
+
+
+def test_the_reviews_corpus_reads_offline_with_two_or_three_classes():
+    data = ReviewsData(limit=600, vocab_size=500)
+    data.setup()
+    assert data.classes == ["fresh", "rotten"]
+    assert len(data.train_set) + len(data.val_set) + len(data.test_set) == 600
+    with_plot = ReviewsData(limit=900, vocab_size=500, with_plot=True)
+    with_plot.setup()
+    assert with_plot.classes == ["fresh", "plot", "rotten"]
+
+
+@pytest.fixture(scope="module")
+def pretrained_folder(tmp_path_factory) -> Path:
+    """A tiny BERT and its tokenizer saved with save_pretrained, as a user's download is."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *sorted(set(" ".join(WORDS.values()).split())),
+    ]
+    tokenizer = BertTokenizerFast(vocab={word: index for index, word in enumerate(vocab)})
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_pretrained_tokenizer_and_model_from_a_local_folder(pretrained_folder, tmp_path):
+    tokenizer = load_tokenizer(pretrained_folder, "data.tokenizer")
+    ids, cut = tokenizer.encode(["a wonderful film"], 16)
+    assert cut == 0 and ids[0][0] == tokenizer.tokenizer.token_to_id("[CLS]")
+    again = TextTokenizer.from_record(tokenizer.to_record())  # what checkpoints carry
+    assert again.encode(["a wonderful film"], 16) == (ids, 0)
+    net = pretrained_classifier(3, tokenizer.vocab_size, 16, str(pretrained_folder))
+    logits = net(torch.tensor(ids), torch.ones(1, len(ids[0]), dtype=torch.long))
+    assert logits.shape == (1, 3)
+    with pytest.raises(ConfigError, match="vocabulary of .* tokens, but the tokenizer has 999"):
+        pretrained_classifier(3, 999, 16, str(pretrained_folder))
+    with pytest.raises(ConfigError, match="at most 32 tokens, but data.max_length=64"):
+        pretrained_classifier(3, tokenizer.vocab_size, 64, str(pretrained_folder))
+    with pytest.raises(ConfigError, match="data.tokenizer=.*: no such folder"):
+        load_tokenizer(tmp_path / "missing", "data.tokenizer")
+    with pytest.raises(ConfigError, match="holds no tokenizer"):
+        load_tokenizer(tmp_path, "data.tokenizer")
+
+
+def test_a_bert_from_a_config_maps_ids_and_mask_to_logits():
+    net = BertClassifier(4, vocab_size=100, max_length=16, layers=1, hidden=32, heads=2, ffn=64)
+    spec = InputSpec.tokens(100, 16)
+    assert net(*spec.example(3)).shape == (3, 4)
+    with pytest.raises(ConfigError, match="model.hidden=30 is not a multiple of model.heads=4"):
+        BertClassifier(4, vocab_size=100, max_length=16, hidden=30, heads=4)
+
+
+@pytest.mark.parametrize(
+    ("rows", "options", "message"),
+    [
+        ([("fine", "good")] * 20, {"text_column": "text"}, "has no column 'text'"),
+        ([("", "good"), *texts(30)], {}, "1 train texts are empty"),
+        (texts(30), {"path": None}, "needs either data.path"),
+    ],
+)
+def test_bad_text_files_are_refused_with_the_fix(tmp_path, rows, options, message):
+    path = write_csv(tmp_path / "t.csv", rows)
+    with pytest.raises(ConfigError, match=message):
+        data = files_data(**{"path": str(path), **options})
+        data.setup()
+
+
+def test_a_label_only_val_or_test_has_is_refused(tmp_path):
+    data = files_data(
+        train=str(write_csv(tmp_path / "train.csv", texts(20))),
+        test=str(write_csv(tmp_path / "test.csv", [*texts(4), ("so so", "meh")])),
+    )
+    with pytest.raises(ConfigError, match="test texts have labels the training texts never have"):
+        data.setup()
+
+
+@pytest.fixture(scope="module")
+def text_csv(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("texts") / "texts.csv", texts(120))
+
+
+def text_run(
+    csv_path: Path, *overrides: str, output_dir: Path, fast: list[str] = FAST_TEXT
+) -> float | None:
+    config = compose_config(
+        [
+            "data=text_files",
+            f"data.path={csv_path}",
+            "data.text_column=review",
+            "data.label_column=sentiment",
+            *fast,
+            *overrides,
+        ],
+        output_dir=output_dir,
+    )
+    return run(config)
+
+
+def test_a_text_run_trains_reports_and_reloads_with_the_text_module(text_csv, tmp_path):
+    out = tmp_path / "run"
+    whole = ["trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0"]
+    text_run(text_csv, "trainer.max_epochs=6", *whole, output_dir=out)
+    report = json.loads((out / "report.json").read_text())
+    assert report["after"]["test_acc"] > 0.9  # the words tell the class
+    assert report["measured_on"]["inputs"] == "16 tokens"
+    assert report["after"]["macs"] > 0 and report["after"]["params"] > 0
+    checkpoint = read_checkpoint(out / "checkpoints" / "last.ckpt")  # weights_only=True
+    record = checkpoint[CHECKPOINT_KEY]
+    assert record["inputs"]["kind"] == "text" and record["inputs"]["classes"] == ["bad", "good"]
+    assert record["input_spec"]["kind"] == "tokens"
+    tokenizer = TextTokenizer.from_record(record["inputs"]["tokenizer"])
+    ids, _ = tokenizer.encode([WORDS["good"], WORDS["bad"]], 16)
+    net = load_network(out / "checkpoints" / "last.ckpt")
+    logits = net(torch.tensor(ids), torch.ones(2, len(ids[0]), dtype=torch.long))
+    assert logits.argmax(1).tolist() == [1, 0]
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert {"val/f1", "test/f1", "val/acc", "test/acc"} <= set(events.Tags()["scalars"])
+
+
+def test_a_text_run_resumes_exactly(text_csv, tmp_path):
+    whole, first, second = tmp_path / "whole", tmp_path / "first", tmp_path / "second"
+    # A constant learning rate: the first half's schedule is the whole run's.
+    text_run(text_csv, "trainer.max_epochs=3", "scheduler=none", output_dir=whole)
+    text_run(text_csv, "trainer.max_epochs=2", "scheduler=none", output_dir=first)
+    text_run(
+        text_csv,
+        "trainer.max_epochs=3",
+        "scheduler=none",
+        f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+        output_dir=second,
+    )
+    expected = read_checkpoint(whole / "checkpoints" / "last.ckpt")["state_dict"]
+    resumed = read_checkpoint(second / "checkpoints" / "last.ckpt")["state_dict"]
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=resnet"], "does not take text \\(token ids\\).*model=bert_tiny"),
+        (["model=bert_tiny", "module=image_classifier"], "module=image_classifier takes images"),
+    ],
+)
+def test_a_text_run_refuses_an_image_model_or_module(text_csv, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        text_run(text_csv, *overrides, output_dir=tmp_path / "run", fast=["trainer=debug"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=bert_tiny"], "does not take images.*model=resnet"),
+        (["module=text_classifier"], "module=text_classifier takes text \\(token ids\\), but"),
+    ],
+)
+def test_an_image_run_refuses_a_text_model_or_module(tmp_path, overrides, message):
+    config = compose_config(
+        [*overrides, "trainer=debug", "~callbacks.progress_bar"], output_dir=tmp_path / "run"
+    )
+    with pytest.raises(ConfigError, match=message):
+        run(config)
