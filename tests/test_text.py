@@ -242,6 +242,27 @@ def test_a_text_run_trains_reports_and_reloads_with_the_text_module(text_csv, tm
     assert {"val/f1", "test/f1", "val/acc", "test/acc"} <= set(events.Tags()["scalars"])
 
 
+def test_init_from_a_text_checkpoint_tokenizes_as_it_was_trained(text_csv, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    text_run(text_csv, "trainer.max_epochs=2", output_dir=first)
+    checkpoint = first / "checkpoints" / "last.ckpt"
+    # Another vocabulary size would train another tokenizer: the checkpoint's is used instead.
+    text_run(
+        text_csv,
+        f"init_from={checkpoint}",
+        "data.vocab_size=150",
+        "trainer.max_epochs=1",
+        output_dir=second,
+    )
+    report = json.loads((second / "report.json").read_text())
+    assert report["before"]["test_acc"] is not None
+    tokenizers = [
+        read_checkpoint(run / "checkpoints" / "last.ckpt")[CHECKPOINT_KEY]["inputs"]["tokenizer"]
+        for run in (first, second)
+    ]
+    assert tokenizers[0] == tokenizers[1]
+
+
 def test_a_text_run_resumes_exactly(text_csv, tmp_path):
     whole, first, second = tmp_path / "whole", tmp_path / "first", tmp_path / "second"
     # A constant learning rate: the first half's schedule is the whole run's.
