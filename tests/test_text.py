@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from litcompress.checkpoint import CHECKPOINT_KEY, load_network, read_checkpoint
@@ -306,3 +307,77 @@ def test_an_image_run_refuses_a_text_model_or_module(tmp_path, overrides, messag
     )
     with pytest.raises(ConfigError, match=message):
         run(config)
+
+
+@pytest.fixture(scope="module")
+def exported_text_run(text_csv, tmp_path_factory) -> Path:
+    """A text run that exports its network to ONNX, OpenVINO and a torch program."""
+    out = tmp_path_factory.mktemp("text-export") / "run"
+    whole = ["trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0"]
+    text_run(
+        text_csv,
+        "trainer.max_epochs=6",
+        *whole,
+        "trainer.limit_test_batches=1.0",
+        "export=[onnx,openvino,pt2]",
+        output_dir=out,
+    )
+    return out
+
+
+def test_a_text_run_exports_with_dynamic_batch_and_sequence_and_parity(exported_text_run):
+    report = json.loads((exported_text_run / "report.json").read_text())
+    for fmt in ("onnx", "openvino", "pt2"):
+        entry = report["export"][fmt]
+        assert entry["precision"] == "fp32" and entry["parity"]["passed"], (fmt, entry)
+        assert entry["parity"]["max_rel_diff"] <= 1e-4
+    import onnx
+
+    model = onnx.load(str(exported_text_run / "export" / "model.onnx"))
+    inputs = {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in model.graph.input
+    }
+    assert list(inputs) == ["input_ids", "attention_mask"]
+    assert inputs["input_ids"][0] == "batch" and isinstance(inputs["input_ids"][1], str)
+
+
+def test_predict_texts_in_a_fresh_process_from_the_onnx_file_alone(exported_text_run, tmp_path):
+    from tests.test_deploy import litcompress
+
+    alone = tmp_path / "model.onnx"  # the ONNX file carries its tokenizer and class names
+    alone.write_bytes((exported_text_run / "export" / "model.onnx").read_bytes())
+    texts = tmp_path / "texts.txt"
+    texts.write_text(f"{WORDS['good']}\n{WORDS['bad']}\n")
+    result = litcompress(
+        "predict",
+        str(alone),
+        "--text",
+        WORDS["bad"],
+        "--file",
+        str(texts),
+        "--top-k",
+        "1",
+        "--output",
+        str(tmp_path / "p.json"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    assert [row[1].split()[0] for row in rows] == ["bad", "good", "bad"]
+    written = json.loads((tmp_path / "p.json").read_text())
+    assert written[1]["text"] == WORDS["good"] and written[1]["predictions"][0]["class"] == "good"
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(image)
+    refused = litcompress("predict", str(alone), str(image))
+    assert refused.returncode == 2 and "is a text model" in refused.stderr
+
+
+def test_evaluate_a_text_artifact_matches_the_report(exported_text_run):
+    from litcompress.deploy.evaluate import data_config, evaluate, load_data
+    from litcompress.deploy.runtimes import load_artifact
+
+    report = json.loads((exported_text_run / "report.json").read_text())
+    runtime = load_artifact(exported_text_run / "export" / "model.xml")
+    data = load_data(data_config(runtime.meta["data"], [], "model.xml"), runtime.meta["inputs"])
+    figures = evaluate(runtime, data, min_run_time_s=0.05)
+    assert figures["test_acc"] == pytest.approx(report["after"]["test_acc"])

@@ -74,13 +74,20 @@ def parser() -> argparse.ArgumentParser:
 
     pred = commands.add_parser(
         "predict",
-        help="predict the classes of image files",
-        description="Predict image files with any artifact (.ckpt, .pt2, .pt, .onnx, OpenVINO "
-        ".xml), prepared as in training and named with the training data's classes, both read "
-        "from the artifact.",
+        help="predict the classes of image files or texts",
+        description="Predict image files, or texts, with any artifact (.ckpt, .pt2, .pt, .onnx, "
+        "OpenVINO .xml), prepared as in training (images resized and normalised, texts "
+        "tokenized) and named with the training data's classes, all read from the artifact.",
     )
     pred.add_argument("artifact", metavar="ARTIFACT")
-    pred.add_argument("images", nargs="+", metavar="IMAGES", help="files, folders or globs")
+    pred.add_argument("images", nargs="*", metavar="IMAGES", help="files, folders or globs")
+    pred.add_argument(
+        "--text", action="append", default=[], help="a text to classify (text models; repeatable)"
+    )
+    pred.add_argument(
+        "--file", help="texts to classify: one per line, or a column of a .csv/.tsv (--column)"
+    )
+    pred.add_argument("--column", default="text", help="the text column of --file (default text)")
     pred.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
     pred.add_argument("--output", help="write the predictions to a .csv or .json file")
     pred.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
@@ -226,7 +233,7 @@ def _check_images(
 
     recorded = deliverable.record.get("data")
     config = data_config(recorded, overrides, deliverable.source)
-    data = load_data(config)
+    data = load_data(config, deliverable.record.get("inputs"))
     expected = deliverable.inputs.shape
     if data.input_shape != expected:
         raise ConfigError(
@@ -242,8 +249,17 @@ def run_predict(args: argparse.Namespace) -> int:
     from litcompress.deploy.runtimes import load_artifact
 
     check_output(args.output)
-    files = gather_images(args.images)
     runtime = load_artifact(args.artifact, threads=args.threads)
+    if runtime.inputs is not None and runtime.inputs.kind == "tokens":
+        return _predict_texts(runtime, args)
+    if args.text or args.file:
+        raise ConfigError(
+            f"--text/--file: {args.artifact} is an image model; give it image files, folders "
+            f"or globs."
+        )
+    if not args.images:
+        raise ConfigError(f"No images given: litcompress predict {args.artifact} <files...>.")
+    files = gather_images(args.images)
     inputs = (runtime.meta or {}).get("inputs") or {}
     if runtime.input_shape and not args.image_size:  # the model's own static input shape
         inputs = {
@@ -283,6 +299,26 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_texts(runtime: Any, args: argparse.Namespace) -> int:
+    from litcompress.deploy.predict import predict_texts, read_texts, write_predictions
+
+    if args.images:
+        raise ConfigError(
+            f"{args.images[0]}: {args.artifact} is a text model; give it texts with "
+            f'--text "..." or --file texts.txt, not image files.'
+        )
+    texts = [*args.text, *(read_texts(args.file, args.column) if args.file else [])]
+    predictions = predict_texts(runtime, texts, top_k=args.top_k, batch_size=args.batch_size)
+    for prediction in predictions:
+        best = ", ".join(f"{name} {p:.3f}" for _, name, p in prediction.top)
+        shown = prediction.file if len(prediction.file) <= 60 else prediction.file[:57] + "..."
+        print(f"{shown}\t{best}")
+    if args.output:
+        log.info("Predictions of %d texts written to %s", len(predictions), args.output)
+        write_predictions(predictions, args.output, key="text")
+    return 0
+
+
 def _classes(value: str | None) -> list[str] | None:
     if not value:
         return None
@@ -302,7 +338,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     runtime = load_artifact(args.artifact, threads=args.threads)
     config = data_config((runtime.meta or {}).get("data"), args.overrides, args.artifact)
-    data = load_data(config)
+    data = load_data(config, (runtime.meta or {}).get("inputs"))
     figures = evaluate(runtime, data, args.min_run_time)
     _print_figures(figures)
     if args.output:

@@ -277,12 +277,12 @@ def evaluate_cpu(
     accuracy = MulticlassAccuracy(num_classes, average="micro", sync_on_compute=False)
     batch_size = None
     with torch.no_grad():
-        for x, y in islice(loader, None if max_batches in (None, math.inf) else int(max_batches)):
-            batch_size = batch_size or len(x)
-            n = len(x)
+        for *x, y in islice(loader, None if max_batches in (None, math.inf) else int(max_batches)):
+            batch_size = batch_size or len(y)
+            n = len(y)
             if n < batch_size:
-                x = torch.cat([x, x[-1:].expand(batch_size - n, *x.shape[1:])])
-            accuracy.update(net(x)[:n], y)
+                x = [torch.cat([t, t[-1:].expand(batch_size - n, *t.shape[1:])]) for t in x]
+            accuracy.update(net(*x)[:n], y)
     return float(accuracy.compute())
 
 

@@ -145,3 +145,35 @@ class InputSpec:
 # What functions that only need example inputs take: a network's spec, or one image's shape
 # given by hand (``(channels, height, width)``), which :meth:`InputSpec.of` turns into a spec.
 Inputs = InputSpec | tuple[int, ...]
+
+
+# A set of examples as the network takes them: one tensor (images), or a tuple of tensors of the
+# same first dimension (token ids and attention mask).
+Examples = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def as_tuple(examples: Examples) -> tuple[torch.Tensor, ...]:
+    """``examples`` as a tuple of the network's inputs."""
+    return (examples,) if isinstance(examples, torch.Tensor) else tuple(examples)
+
+
+def count_examples(examples: Examples) -> int:
+    """How many examples ``examples`` holds (the first dimension)."""
+    return len(as_tuple(examples)[0])
+
+
+def take_examples(examples: Examples, start: int, stop: int) -> tuple[torch.Tensor, ...]:
+    """Examples ``start`` to ``stop`` of every input."""
+    return tuple(x[start:stop] for x in as_tuple(examples))
+
+
+def concat_examples(batches: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Batches of examples put together; token inputs (``N x L`` integers) of different lengths
+    are padded with zeros (an attention mask of 0: not attended) to the longest."""
+    joined = []
+    for parts in zip(*batches, strict=True):
+        if parts[0].dim() == 2 and not parts[0].is_floating_point():
+            longest = max(p.shape[1] for p in parts)
+            parts = [torch.nn.functional.pad(p, (0, longest - p.shape[1])) for p in parts]
+        joined.append(torch.cat(parts))
+    return tuple(joined)

@@ -66,13 +66,15 @@ def data_config(recorded: dict[str, Any] | None, overrides: list[str], artifact:
         raise ConfigError(f"Bad data override ({' '.join(overrides)}): {error}") from error
 
 
-def load_data(config: DictConfig) -> ClassificationData:
-    """The data module of ``config``, prepared and set up (its test split ready)."""
+def load_data(config: DictConfig, inputs: dict[str, Any] | None = None) -> ClassificationData:
+    """The data module of ``config``, prepared as the artifact's ``inputs`` record says (a text
+    network's tokenizer) and set up (its test split ready)."""
     data = build(config)
     if not isinstance(data, ClassificationData):
         raise ConfigError(
             f"data: {config.get('_target_')} is not a litcompress ClassificationData module."
         )
+    data.use_recorded_inputs(inputs)
     data.prepare_data()
     data.setup("test")
     return data

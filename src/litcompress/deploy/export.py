@@ -46,7 +46,14 @@ from litcompress.outputs import atomic_path
 from litcompress.quant.backends import convert, quiet_deprecations
 from litcompress.quant.fake_quant import FakeQuantNet
 from litcompress.spec import RECORD_KEY as SPEC_KEY
-from litcompress.spec import InputSpec
+from litcompress.spec import (
+    Examples,
+    InputSpec,
+    as_tuple,
+    concat_examples,
+    count_examples,
+    take_examples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +145,9 @@ class Deliverable:
             return self.net.float_network()
         return self.net
 
-    def float_accuracy(self, images: Tensor, labels: Tensor) -> float | None:
+    def float_accuracy(self, images: Examples, labels: Tensor) -> float | None:
         """The float network's accuracy on labelled ``images`` (``None`` without one)."""
-        key = (images.data_ptr(), len(images))
+        key = (as_tuple(images)[0].data_ptr(), count_examples(images))
         if key not in self._float_accuracy:
             net = self.float_network()
             if net is None:
@@ -320,7 +327,7 @@ def export(
     deliverable: Deliverable,
     fmt: str,
     output: str | os.PathLike[str],
-    inputs: Tensor,
+    inputs: Examples,
     int8: bool | None = None,
     labels: Tensor | None = None,
 ) -> Exported:
@@ -344,7 +351,7 @@ def export(
     path = write_artifact(deliverable, fmt, output, int8)
     reference, _ = deliverable.program(int8)
     runtime = load_artifact(path)
-    parity = check_parity(runtime, reference, inputs[:PARITY_IMAGES], int8)
+    parity = check_parity(runtime, reference, take_examples(inputs, 0, PARITY_IMAGES), int8)
     exported = Exported(path, fmt, "int8" if int8 else "fp32", parity)
     if int8 and labels is not None:
         exported.cost = accuracy_cost(runtime, deliverable, inputs, labels)
@@ -522,7 +529,7 @@ def _save_openvino(
 
 
 def check_parity(
-    runtime: Runtime, reference: nn.Module, inputs: Tensor, int8: bool
+    runtime: Runtime, reference: nn.Module, inputs: Examples, int8: bool
 ) -> dict[str, Any]:
     """Compare ``runtime`` with the model it translates on ``inputs`` (the module docstring).
 
@@ -533,7 +540,7 @@ def check_parity(
         wanted = run_batched(reference.eval() if not int8 else reference, inputs)
     scale = float(wanted.abs().max()) or 1.0
     result: dict[str, Any] = {
-        "images": len(inputs),
+        "images": count_examples(inputs),
         "against": "torch's int8 model" if int8 else "the network",
         "max_abs_diff": float((got - wanted).abs().max()),
         "max_rel_diff": float((got - wanted).abs().max()) / scale,
@@ -576,7 +583,7 @@ def describe_parity(parity: dict[str, Any]) -> str:
 
 
 def accuracy_cost(
-    runtime: Runtime, deliverable: Deliverable, images: Tensor, labels: Tensor
+    runtime: Runtime, deliverable: Deliverable, images: Examples, labels: Tensor
 ) -> dict[str, Any]:
     """What int8 cost: the int8 artifact's accuracy on labelled ``images`` against the float
     network's on the same images (``fp32_acc`` is ``None`` without a float network)."""
@@ -585,7 +592,7 @@ def accuracy_cost(
     fp32 = deliverable.float_accuracy(images, labels)
     drop = None if fp32 is None else fp32 - accuracy
     return {
-        "images": len(images),
+        "images": count_examples(images),
         "acc": accuracy,
         "fp32_acc": fp32,
         "drop": drop,
@@ -609,19 +616,23 @@ def describe_cost(cost: dict[str, Any]) -> str:
     return text
 
 
-def labelled_images(loader: Iterable[Any], images: int = COST_IMAGES) -> tuple[Tensor, Tensor]:
-    """The first ``images`` images of ``loader`` (batches of ``(x, y)``) and their classes."""
+def labelled_images(loader: Iterable[Any], images: int = COST_IMAGES) -> tuple[Examples, Tensor]:
+    """The first ``images`` examples of ``loader`` (batches of ``(*inputs, y)``) and their
+    classes: a tensor of images, or a tuple of the network's inputs (token ids and mask)."""
     xs, ys, count = [], [], 0
-    for x, y in loader:
-        xs.append(x)
+    for *x, y in loader:
+        xs.append(tuple(x))
         ys.append(y)
-        count += len(x)
+        count += len(y)
         if count >= images:
             break
-    return torch.cat(xs)[:images].float().cpu(), torch.cat(ys)[:images].cpu()
+    joined = tuple(
+        (t.float() if t.is_floating_point() else t)[:images].cpu() for t in concat_examples(xs)
+    )
+    return (joined[0] if len(joined) == 1 else joined), torch.cat(ys)[:images].cpu()
 
 
-def real_inputs(loader: Iterable[Any], images: int = PARITY_IMAGES) -> Tensor:
+def real_inputs(loader: Iterable[Any], images: int = PARITY_IMAGES) -> Examples:
     """The first ``images`` images of ``loader`` (batches of ``(x, y)``)."""
     return labelled_images(loader, images)[0]
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from rich.progress import track
+from torch import Tensor
 
 from litcompress.deploy.images import READ_ERRORS, image_suffixes, opens_as_image, unreadable_reason
 from litcompress.deploy.metadata import Preprocessing
@@ -140,28 +141,100 @@ def predict(
                 f"{len(classes)} class names were given for a network of {count} outputs: give "
                 f"exactly one name per output."
             )
-        values, indices = probabilities.topk(min(top_k, count), dim=1)
-        for path, row_values, row_indices in zip(names, values, indices, strict=True):
-            top = [
-                (int(i), classes[int(i)] if classes else str(int(i)), float(p))
-                for p, i in zip(row_values, row_indices, strict=True)
-            ]
-            predictions.append(Prediction(str(path), top))
+        predictions += ranked(probabilities, [str(path) for path in names], classes, top_k)
     return predictions, skipped
 
 
-def write_predictions(predictions: Iterable[Prediction], path: str | os.PathLike[str]) -> Path:
+def ranked(
+    probabilities: Tensor, names: Sequence[str], classes: Sequence[str] | None, top_k: int
+) -> list[Prediction]:
+    """The ``top_k`` classes of each row of ``probabilities``, named ``names``."""
+    values, indices = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
+    return [
+        Prediction(
+            name,
+            [
+                (int(i), classes[int(i)] if classes else str(int(i)), float(p))
+                for p, i in zip(row_values, row_indices, strict=True)
+            ],
+        )
+        for name, row_values, row_indices in zip(names, values, indices, strict=True)
+    ]
+
+
+def read_texts(path: str | os.PathLike[str], column: str = "text") -> list[str]:
+    """The texts of a file: one per line (``.txt`` and others), or a column of a CSV/TSV file."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"--file {path}: no such file.")
+    if file.suffix.lower() in (".csv", ".tsv"):
+        with file.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(
+                handle, delimiter="\t" if file.suffix.lower() == ".tsv" else ","
+            )
+            if column not in (reader.fieldnames or []):
+                raise ConfigError(
+                    f"--file {path} has no column {column!r} (its columns: "
+                    f"{', '.join(reader.fieldnames or [])}): name it with --column."
+                )
+            return [row[column] for row in reader]
+    return [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def predict_texts(
+    runtime: Runtime,
+    texts: Sequence[str],
+    top_k: int = 5,
+    batch_size: int = 32,
+) -> list[Prediction]:
+    """Predict ``texts`` with a text artifact, tokenized by the tokenizer it carries."""
+    from litcompress.data.tokenizer import TextTokenizer
+
+    inputs = (runtime.meta or {}).get("inputs") or {}
+    if inputs.get("kind") != "text" or not inputs.get("tokenizer"):
+        raise ConfigError(
+            f"{runtime.path} records no tokenizer, so its texts cannot be tokenized as in "
+            f"training: export it with litcompress from its run."
+        )
+    if top_k < 1:
+        raise ConfigError(f"--top-k {top_k} must be at least 1.")
+    empty = [i + 1 for i, text in enumerate(texts) if not str(text).strip()]
+    if empty or not texts:
+        raise ConfigError(
+            'No text to predict: give --text "..." or --file texts.txt'
+            if not texts
+            else f"Texts {', '.join(map(str, empty[:5]))} are empty: remove them."
+        )
+    tokenizer = TextTokenizer.from_record(inputs["tokenizer"])
+    ids, _ = tokenizer.encode(list(texts), int(inputs["max_length"]))
+    longest = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), longest), tokenizer.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), longest), dtype=torch.long)
+    for row, tokens in enumerate(ids):
+        input_ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
+    logits = run_batched(runtime, (input_ids, mask), batch=batch_size)
+    return ranked(logits.softmax(dim=1), list(texts), inputs.get("classes"), top_k)
+
+
+def write_predictions(
+    predictions: Iterable[Prediction], path: str | os.PathLike[str], key: str = "file"
+) -> Path:
     """Write ``predictions`` to a ``.csv`` (one row per image: file, then class and probability
-    for each rank) or ``.json`` (a list of ``{"file", "predictions": [...]}``) file."""
+    for each rank) or ``.json`` (a list of ``{"file", "predictions": [...]}``) file; ``key``
+    names what was predicted (``file``, or ``text`` for texts)."""
     path = Path(path)
     predictions = list(predictions)
     if path.suffix == ".json":
-        path.write_text(json.dumps([p.to_dict() for p in predictions], indent=2))
+        documents = [p.to_dict() for p in predictions]
+        for document in documents:
+            document[key] = document.pop("file")
+        path.write_text(json.dumps(documents, indent=2))
         return path
     k = max((len(p.top) for p in predictions), default=0)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        header = ["file"]
+        header = [key]
         for rank in range(1, k + 1):
             header += [f"class_{rank}", f"index_{rank}", f"probability_{rank}"]
         writer.writerow(header)

@@ -22,7 +22,7 @@ from litcompress.checkpoint import inference_network, read_checkpoint, require_f
 from litcompress.deploy.int8 import is_int8_program, load_int8, load_program
 from litcompress.deploy.metadata import checkpoint_metadata, read_metadata
 from litcompress.errors import ConfigError, first_line
-from litcompress.spec import RECORD_KEY, InputSpec
+from litcompress.spec import RECORD_KEY, Examples, InputSpec, count_examples, take_examples
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ RUNTIMES = {
 
 
 class Runtime:
-    """A loaded artifact: ``runtime(x)`` maps a float batch ``N x C x H x W`` to ``N x classes``.
+    """A loaded artifact: ``runtime(*inputs)`` maps a batch of the network's inputs (images
+    ``N x C x H x W``; token ids and attention mask ``N x L``) to ``N x classes`` logits.
 
     Attributes:
         path: the artifact.
@@ -81,7 +82,7 @@ class Runtime:
         """The input shape the model itself declares (static channels, height, width), if any."""
         return None
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, *inputs: Tensor) -> Tensor:
         raise NotImplementedError
 
 
@@ -94,9 +95,9 @@ class TorchRuntime(Runtime):
         self.net = net
         super().__init__(path, meta, precision)
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, *inputs: Tensor) -> Tensor:
         with torch.inference_mode():
-            return self.net(x)
+            return self.net(*inputs)
 
 
 class OnnxRuntime(Runtime):
@@ -119,7 +120,7 @@ class OnnxRuntime(Runtime):
             raise ConfigError(
                 f"ONNX Runtime cannot load {path}: {type(error).__name__}: {first_line(error)}"
             ) from error
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
         quantized = any(
             node.op_type in ("QuantizeLinear", "QLinearConv", "QLinearMatMul")
             for node in _onnx_nodes(path)
@@ -132,9 +133,9 @@ class OnnxRuntime(Runtime):
             return tuple(shape[1:])
         return None
 
-    def __call__(self, x: Tensor) -> Tensor:
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        feed = dict(zip(self.input_names, map(_array, inputs), strict=True))
+        return torch.from_numpy(self.session.run(None, feed)[0])
 
 
 class OpenVINORuntime(Runtime):
@@ -179,9 +180,8 @@ class OpenVINORuntime(Runtime):
             return tuple(d.get_length() for d in list(shape)[1:])
         return None
 
-    def __call__(self, x: Tensor) -> Tensor:
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        self.request.infer({0: array})
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        self.request.infer(dict(enumerate(map(_array, inputs))))
         return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
 
 
@@ -191,15 +191,22 @@ def _onnx_nodes(path: Path) -> list[Any]:
     return list(onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def run_batched(net: Any, inputs: Tensor, batch: int = 32) -> Tensor:
-    """``net`` over ``inputs`` in batches of one size (the last one padded), on the CPU."""
+def _array(x: Tensor) -> np.ndarray:
+    """A runtime's input: float32 images, int64 token ids and masks."""
+    dtype = np.float32 if x.is_floating_point() else np.int64
+    return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=dtype)
+
+
+def run_batched(net: Any, inputs: Examples, batch: int = 32) -> Tensor:
+    """``net`` over ``inputs`` (a tensor, or a tuple of the network's inputs) in batches of one
+    size (the last one padded with its last example), on the CPU."""
     outputs = []
-    for start in range(0, len(inputs), batch):
-        x = inputs[start : start + batch]
-        n = len(x)
+    for start in range(0, count_examples(inputs), batch):
+        x = take_examples(inputs, start, start + batch)
+        n = len(x[0])
         if n < batch:
-            x = torch.cat([x, x[-1:].expand(batch - n, *x.shape[1:])])
-        outputs.append(net(x)[:n].detach().float().cpu())
+            x = tuple(torch.cat([t, t[-1:].expand(batch - n, *t.shape[1:])]) for t in x)
+        outputs.append(net(*x)[:n].detach().float().cpu())
     return torch.cat(outputs)
 
 
