@@ -190,6 +190,14 @@ class TextClassificationData(ClassificationData):
                 if self.tokenizer_path
                 else train_tokenizer(train[0], self.vocab_size, self.lowercase)
             )
+            # Every process of a run (DDP ranks) must tokenize alike: the fingerprint says so.
+            log.info(
+                "%s: tokenizer %s, %d tokens (fingerprint %s)",
+                type(self).__name__,
+                self.tokenizer_path or "trained on the training texts",
+                self.tokenizer.vocab_size,
+                self.tokenizer.fingerprint(),
+            )
         index = {name: i for i, name in enumerate(classes)}
         datasets = []
         for name, (texts, labels) in (("train", train), ("val", val), ("test", test)):

@@ -8,6 +8,7 @@ with nothing but the artifact.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,10 @@ class TextTokenizer:
         self.tokenizer.no_padding()
         encodings = self.tokenizer.encode_batch([str(text) for text in texts])
         return [e.ids for e in encodings], sum(1 for e in encodings if e.overflowing)
+
+    def fingerprint(self) -> str:
+        """A short hash of the tokenizer (its vocabulary and settings)."""
+        return hashlib.sha256(self.to_record().encode()).hexdigest()[:12]
 
     def to_record(self) -> str:
         return self.tokenizer.to_str()
