@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, Sampler
 ORDER_STREAM = 0
 GLOBAL_STREAM = 1
 LOADER_STREAM = 2
+BUCKET_STREAM = 3
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -69,6 +70,41 @@ class EpochSampler(Sampler[tuple[int, int]]):
         seeds = torch.randint(2**62, (self.size,), generator=generator).tolist()
         self.set_epoch(self.epoch + 1)
         return iter(zip(order, seeds, strict=True))
+
+
+class LengthBucketedSampler(EpochSampler):
+    """:class:`EpochSampler`'s order of an epoch, cut into windows of ``window`` batches, each
+    window sorted by length and cut into batches, the batches then shuffled: every batch holds
+    examples of about one length (little padding), the order still depends on ``(seed, epoch)``
+    alone. A DataLoader of ``batch_size`` over it batches consecutive examples; under DDP, each
+    rank takes every ``world_size``-th example, still of about one length."""
+
+    def __init__(
+        self, lengths: list[int], batch_size: int, seed: int = 0, epoch: int = 0, window: int = 50
+    ) -> None:
+        super().__init__(len(lengths), seed, epoch)
+        self.lengths, self.batch_size, self.window = lengths, batch_size, window
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        pairs = list(super().__iter__())  # this epoch's order and sample seeds; on to the next
+        size, batch, batches, left = self.batch_size * self.window, self.batch_size, [], []
+        for start in range(0, len(pairs), size):
+            chunk = sorted(pairs[start : start + size], key=self._length)
+            full = len(chunk) - len(chunk) % batch
+            batches += [chunk[i : i + batch] for i in range(0, full, batch)]
+            left += chunk[full:]
+        # What no full batch of its window took: batched together, the one short batch last, so
+        # that the DataLoader's batches are these batches.
+        left.sort(key=self._length)
+        cut = len(left) - len(left) % batch
+        batches += [left[i : i + batch] for i in range(0, cut, batch)]
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, BUCKET_STREAM))
+        order = torch.randperm(len(batches), generator=generator).tolist()
+        return iter([*(pair for index in order for pair in batches[index]), *left[cut:]])
+
+    def _length(self, pair: tuple[int, int]) -> int:
+        return self.lengths[pair[0]]
 
 
 class SeededSamples(Dataset):

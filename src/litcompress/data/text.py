@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from litcompress.data.base import ClassificationData
 from litcompress.data.tokenizer import TextTokenizer, load_tokenizer, train_tokenizer
 from litcompress.errors import ConfigError
+from litcompress.seeding import LengthBucketedSampler, SeededSamples
 from litcompress.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class TextClassificationData(ClassificationData):
             "max_length": self.max_length,
             "classes": list(self.classes),
             "truncated": dict(self.truncated),
+            "padding": round(self.padding_share(), 4),
         }
 
     def use_recorded_inputs(self, record: dict[str, Any] | None) -> None:
@@ -164,6 +166,25 @@ class TextClassificationData(ClassificationData):
                     self.tokenizer_path,
                 )
             self.tokenizer = TextTokenizer.from_record(record["tokenizer"])
+
+    def train_dataloader(self) -> DataLoader:
+        """Training batches of texts of about one length (:class:`LengthBucketedSampler`)."""
+        return self._loader(SeededSamples(self.train_set), self._train_sampler(self.epoch))
+
+    def _train_sampler(self, epoch: int) -> LengthBucketedSampler:
+        lengths = [len(ids) for ids in self.train_set.ids]
+        return LengthBucketedSampler(lengths, self.batch_size, self.shuffle_seed, epoch)
+
+    def padding_share(self) -> float:
+        """The share of padding in the training batches of the first epoch."""
+        lengths = [len(ids) for ids in self.train_set.ids]
+        order = [index for index, _ in self._train_sampler(0)]
+        padded = real = 0
+        for start in range(0, len(order), self.batch_size):
+            batch = [lengths[i] for i in order[start : start + self.batch_size]]
+            padded += max(batch) * len(batch)
+            real += sum(batch)
+        return 1 - real / padded if padded else 0.0
 
     # -- building ------------------------------------------------------------------------------
     def build_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
@@ -213,6 +234,14 @@ class TextClassificationData(ClassificationData):
                     self.max_length,
                 )
             datasets.append(EncodedTexts(ids, [index[label] for label in labels]))
+        self.train_set = datasets[0]
+        log.info(
+            "%s: training batches of %d texts of about one length: %.1f%% of their tokens are "
+            "padding",
+            type(self).__name__,
+            self.batch_size,
+            100 * self.padding_share(),
+        )
         return tuple(datasets)
 
     def _split(
