@@ -23,7 +23,7 @@ def options(group: str) -> list[str]:
 
 
 # The text options, whose networks take token ids (tests/test_text.py builds them).
-TEXT_DATA = ("reviews", "text_files")
+TEXT_DATA = ("hf_dataset", "reviews", "text_files")
 TEXT_MODELS = ("bert_mini", "bert_small", "bert_tiny", "hf")
 
 
@@ -37,6 +37,7 @@ def test_every_group_has_its_options():
         "cifar100",
         "digits",
         "fashion_mnist",
+        "hf_dataset",
         "imagefolder",
         "mnist",
         "reviews",

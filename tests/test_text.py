@@ -449,3 +449,35 @@ def test_training_batches_are_length_bucketed_seeded_and_complete(tmp_path):
     data.setup()
     record = data.inputs_record()
     assert 0 <= record["padding"] < 0.1
+
+
+def test_a_datasets_dataset_saved_to_disk_gives_its_splits_and_class_names(tmp_path):
+    import datasets
+
+    from litcompress.data.hf_dataset import HFDatasetData
+
+    features = datasets.Features(
+        {"review": datasets.Value("string"), "stars": datasets.ClassLabel(names=["bad", "good"])}
+    )
+
+    def split(rows):
+        return datasets.Dataset.from_dict(
+            {"review": [t for t, _ in rows], "stars": [int(y == "good") for _, y in rows]},
+            features=features,
+        )
+
+    datasets.DatasetDict({"train": split(texts(40)), "test": split(texts(10))}).save_to_disk(
+        tmp_path / "dict"
+    )
+    data = HFDatasetData(path=str(tmp_path / "dict"), text_column="review", label_column="stars")
+    data.setup()
+    assert data.classes == ["bad", "good"]  # the ClassLabel's names
+    assert (len(data.train_set) + len(data.val_set), len(data.test_set)) == (40, 10)
+    split(texts(50)).save_to_disk(tmp_path / "one")
+    one = HFDatasetData(path=str(tmp_path / "one"), text_column="review", label_column="stars")
+    one.setup()
+    assert (len(one.train_set), len(one.val_set), len(one.test_set)) == (40, 5, 5)
+    with pytest.raises(ConfigError, match="has no column 'text'"):
+        HFDatasetData(path=str(tmp_path / "one"), label_column="stars").setup()
+    with pytest.raises(ConfigError, match="no such folder"):
+        HFDatasetData(path=str(tmp_path / "missing")).setup()
