@@ -481,3 +481,39 @@ def test_a_datasets_dataset_saved_to_disk_gives_its_splits_and_class_names(tmp_p
         HFDatasetData(path=str(tmp_path / "one"), label_column="stars").setup()
     with pytest.raises(ConfigError, match="no such folder"):
         HFDatasetData(path=str(tmp_path / "missing")).setup()
+
+
+def test_a_users_own_text_network_trains_by_the_constructor_contract(
+    text_csv, tmp_path, monkeypatch
+):
+    (tmp_path / "my_text_models.py").write_text(
+        "from torch import nn\n"
+        "class BagOfWords(nn.Module):\n"
+        "    def __init__(self, num_classes, vocab_size, max_length, dim=16):\n"
+        "        super().__init__()\n"
+        "        self.embed = nn.EmbeddingBag(vocab_size, dim, mode='sum')\n"
+        "        self.head = nn.Linear(dim, num_classes)\n"
+        "    def forward(self, input_ids, attention_mask):\n"
+        "        weights = attention_mask.float()\n"
+        "        return self.head(self.embed(input_ids, per_sample_weights=weights))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    text_run(
+        text_csv,
+        "model=cnn",  # any model group option; its target replaced by the user's class
+        "model._target_=my_text_models.BagOfWords",
+        "~model.width",
+        "+model.dim=8",
+        output_dir=out,
+        fast=[
+            "trainer=debug",
+            "~callbacks.progress_bar",
+            "~callbacks.model_summary",
+            "report.min_run_time_s=0.05",
+            "data.vocab_size=200",
+            "data.max_length=16",
+        ],
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == "my_text_models.BagOfWords" and report["after"]["params"] > 0
