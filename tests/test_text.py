@@ -343,7 +343,9 @@ def test_a_text_run_exports_with_dynamic_batch_and_sequence_and_parity(exported_
     assert inputs["input_ids"][0] == "batch" and isinstance(inputs["input_ids"][1], str)
 
 
-def test_predict_texts_in_a_fresh_process_from_the_onnx_file_alone(exported_text_run, tmp_path):
+def test_predict_texts_in_a_fresh_process_from_the_onnx_file_alone(
+    exported_text_run, tmp_path, capsys
+):
     from tests.test_deploy import litcompress
 
     alone = tmp_path / "model.onnx"  # the ONNX file carries its tokenizer and class names
@@ -369,8 +371,10 @@ def test_predict_texts_in_a_fresh_process_from_the_onnx_file_alone(exported_text
     assert written[1]["text"] == WORDS["good"] and written[1]["predictions"][0]["class"] == "good"
     image = tmp_path / "a.png"
     Image.new("RGB", (8, 8)).save(image)
-    refused = litcompress("predict", str(alone), str(image))
-    assert refused.returncode == 2 and "is a text model" in refused.stderr
+    from litcompress.cli import main
+
+    assert main(["predict", str(alone), str(image)]) == 2  # an image for a text model: refused
+    assert "is a text model" in capsys.readouterr().err
 
 
 def test_evaluate_a_text_artifact_matches_the_report(exported_text_run):
@@ -517,3 +521,48 @@ def test_a_users_own_text_network_trains_by_the_constructor_contract(
     )
     report = json.loads((out / "report.json").read_text())
     assert report["model"] == "my_text_models.BagOfWords" and report["after"]["params"] > 0
+
+
+def test_a_run_fine_tunes_a_local_pretrained_folder_with_its_tokenizer(
+    pretrained_folder, text_csv, tmp_path
+):
+    out = tmp_path / "run"
+    text_run(
+        text_csv,
+        "model=hf",
+        f"model.path={pretrained_folder}",
+        f"data.tokenizer={pretrained_folder}",
+        output_dir=out,
+        fast=[
+            "trainer=debug",
+            "~callbacks.progress_bar",
+            "~callbacks.model_summary",
+            "report.min_run_time_s=0.05",
+            "data.max_length=16",
+        ],
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == "litcompress.models.text.pretrained_classifier"
+    net = load_network(out / "checkpoints" / "last.ckpt")  # rebuilt from the folder, reloaded
+    assert net(*InputSpec.tokens(21, 16).example(2)).shape == (2, 2)
+
+
+@pytest.mark.slow
+def test_a_sweep_of_text_runs_ends_with_its_summary(text_csv, tmp_path):
+    from tests.test_cli import train_py
+
+    result = train_py(
+        "-m",
+        "data=text_files",
+        f"data.path={text_csv}",
+        "data.text_column=review",
+        "data.label_column=sentiment",
+        *FAST_TEXT,
+        "model.hidden=32,64",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and {row["status"] for row in rows} == {"done"}
+    assert len({row["params_after"] for row in rows}) == 2

@@ -249,6 +249,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from litcompress.deploy.runtimes import load_artifact
 
     check_output(args.output)
+    files = gather_images(args.images) if args.images else []
     runtime = load_artifact(args.artifact, threads=args.threads)
     if runtime.inputs is not None and runtime.inputs.kind == "tokens":
         return _predict_texts(runtime, args)
@@ -257,9 +258,8 @@ def run_predict(args: argparse.Namespace) -> int:
             f"--text/--file: {args.artifact} is an image model; give it image files, folders "
             f"or globs."
         )
-    if not args.images:
+    if not files:
         raise ConfigError(f"No images given: litcompress predict {args.artifact} <files...>.")
-    files = gather_images(args.images)
     inputs = (runtime.meta or {}).get("inputs") or {}
     if runtime.input_shape and not args.image_size:  # the model's own static input shape
         inputs = {
