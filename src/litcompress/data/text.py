@@ -10,6 +10,7 @@ batches.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -51,16 +52,24 @@ class EncodedTexts(Dataset):
         return self.ids[index], self.labels[index]
 
 
+def pad_ids(
+    rows: list[torch.Tensor] | list[list[int]], pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of texts' token ids, padded to the longest of them."""
+    longest = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = 1
+    return input_ids, mask
+
+
 def pad_batch(
     items: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask, labels)`` of a batch, padded to its own longest text."""
-    longest = max(len(ids) for ids, _ in items)
-    input_ids = torch.full((len(items), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), longest), dtype=torch.long)
-    for row, (ids, _) in enumerate(items):
-        input_ids[row, : len(ids)] = ids
-        mask[row, : len(ids)] = 1
+    input_ids, mask = pad_ids([ids for ids, _ in items], pad_id)
     return input_ids, mask, torch.stack([label for _, label in items])
 
 
@@ -219,6 +228,8 @@ class TextClassificationData(ClassificationData):
                 self.tokenizer.vocab_size,
                 self.tokenizer.fingerprint(),
             )
+        # Batches are padded with the tokenizer's own padding id (a RoBERTa's is 1, not 0).
+        self.collate_fn = functools.partial(pad_batch, pad_id=self.tokenizer.pad_id)
         index = {name: i for i, name in enumerate(classes)}
         datasets = []
         for name, (texts, labels) in (("train", train), ("val", val), ("test", test)):

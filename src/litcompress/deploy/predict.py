@@ -188,6 +188,7 @@ def predict_texts(
     batch_size: int = 32,
 ) -> list[Prediction]:
     """Predict ``texts`` with a text artifact, tokenized by the tokenizer it carries."""
+    from litcompress.data.text import pad_ids
     from litcompress.data.tokenizer import TextTokenizer
 
     inputs = (runtime.meta or {}).get("inputs") or {}
@@ -207,13 +208,7 @@ def predict_texts(
         )
     tokenizer = TextTokenizer.from_record(inputs["tokenizer"])
     ids, _ = tokenizer.encode(list(texts), int(inputs["max_length"]))
-    longest = max(len(row) for row in ids)
-    input_ids = torch.full((len(ids), longest), tokenizer.pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), longest), dtype=torch.long)
-    for row, tokens in enumerate(ids):
-        input_ids[row, : len(tokens)] = torch.tensor(tokens)
-        mask[row, : len(tokens)] = 1
-    logits = run_batched(runtime, (input_ids, mask), batch=batch_size)
+    logits = run_batched(runtime, pad_ids(ids, tokenizer.pad_id), batch=batch_size)
     return ranked(logits.softmax(dim=1), list(texts), inputs.get("classes"), top_k)
 
 
