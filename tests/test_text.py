@@ -30,7 +30,14 @@ WORDS = {
     "good": "a wonderful moving film with great acting and a fine story",
     "bad": "a dull boring mess with awful acting and a weak plot",
 }
-# A tiny, quick text run: no progress bar or summary, short timing.
+# A quick run: a few batches, no progress bar or summary, short timing.
+QUIET = [
+    "trainer=debug",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "report.min_run_time_s=0.05",
+]
+# A tiny, quick text run.
 FAST_TEXT = [
     "model=bert_tiny",
     "model.layers=1",
@@ -513,10 +520,7 @@ def test_a_users_own_text_network_trains_by_the_constructor_contract(
         "+model.dim=8",
         output_dir=out,
         fast=[
-            "trainer=debug",
-            "~callbacks.progress_bar",
-            "~callbacks.model_summary",
-            "report.min_run_time_s=0.05",
+            *QUIET,
             "data.vocab_size=200",
             "data.max_length=16",
         ],
@@ -536,10 +540,7 @@ def test_a_run_fine_tunes_a_local_pretrained_folder_with_its_tokenizer(
         f"data.tokenizer={pretrained_folder}",
         output_dir=out,
         fast=[
-            "trainer=debug",
-            "~callbacks.progress_bar",
-            "~callbacks.model_summary",
-            "report.min_run_time_s=0.05",
+            *QUIET,
             "data.max_length=16",
         ],
     )

@@ -45,6 +45,8 @@ def build_module(cfg: DictConfig, data: ClassificationData) -> ClassifierModule:
     """The classifier, with a fresh network or the one of ``init_from``."""
     if cfg.init_from:
         checkpoint = read_checkpoint(cfg.init_from, "init_from")
+        # Inputs prepared as the network was trained on them (a text network's tokenizer).
+        data.use_recorded_inputs(checkpoint[CHECKPOINT_KEY].get("inputs"))
         net_config = checkpoint[CHECKPOINT_KEY]["model_config"]
         trained_classes = net_config["num_classes"]
         if trained_classes != data.num_classes:
@@ -200,16 +202,6 @@ def build_data(cfg: DictConfig) -> ClassificationData:
     data: ClassificationData = build(cfg.data)
     data.shuffle_seed = cfg.seed
     return data
-
-
-def recorded_inputs(cfg: DictConfig, resumed: dict[str, Any] | None) -> dict[str, Any] | None:
-    """How the checkpoint the run resumes (``resumed``: its litcompress record) or starts from
-    (``init_from``) prepared its inputs, for the data module to do the same."""
-    if resumed is not None:
-        return resumed.get("inputs")
-    if cfg.init_from:
-        return read_checkpoint(cfg.init_from, "init_from")[CHECKPOINT_KEY].get("inputs")
-    return None
 
 
 def build_trainer(

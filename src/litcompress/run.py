@@ -23,7 +23,6 @@ from litcompress.build import (
     build_data,
     build_module,
     build_trainer,
-    recorded_inputs,
 )
 from litcompress.cluster import cluster_plugins
 from litcompress.deliver import (
@@ -73,7 +72,8 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     # Build: data, network, techniques, trainer.
     L.seed_everything(cfg.seed, workers=True)
     data = build_data(cfg)
-    data.use_recorded_inputs(recorded_inputs(cfg, resumed))  # a text run's tokenizer
+    if resumed is not None:  # inputs prepared as the run did (a text run's tokenizer)
+        data.use_recorded_inputs(resumed.get("inputs"))
     if rank_zero_only.rank == 0:
         data.prepare_data()  # missing files or failed downloads now, not after measuring
     module = build_module(cfg, data)

@@ -129,6 +129,8 @@ class TextClassificationData(ClassificationData):
         self.seed = seed
         self.tokenizer: TextTokenizer | None = None
         self.truncated: dict[str, int] = {}
+        # The share of padding in the first epoch's training batches (set by setup).
+        self.padding = 0.0
         self.collate_fn = pad_batch
 
     # -- what a subclass provides -------------------------------------------------------------
@@ -161,7 +163,7 @@ class TextClassificationData(ClassificationData):
             "max_length": self.max_length,
             "classes": list(self.classes),
             "truncated": dict(self.truncated),
-            "padding": round(self.padding_share(), 4),
+            "padding": round(self.padding, 4),
         }
 
     def use_recorded_inputs(self, record: dict[str, Any] | None) -> None:
@@ -246,12 +248,13 @@ class TextClassificationData(ClassificationData):
                 )
             datasets.append(EncodedTexts(ids, [index[label] for label in labels]))
         self.train_set = datasets[0]
+        self.padding = self.padding_share()
         log.info(
             "%s: training batches of %d texts of about one length: %.1f%% of their tokens are "
             "padding",
             type(self).__name__,
             self.batch_size,
-            100 * self.padding_share(),
+            100 * self.padding,
         )
         return tuple(datasets)
 
