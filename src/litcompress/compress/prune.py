@@ -1,6 +1,11 @@
-"""Structured pruning that really removes channels, neurons and attention widths (torch-pruning).
+"""Structured pruning that really removes channels, neurons and attention heads (torch-pruning).
 
-Attention is narrowed in equal shares per head: the head count stays, each head gets narrower.
+Transformer attention (``transformers``' BERT family, :mod:`litcompress.models.attention`) loses
+whole heads: a layer at ``ratio`` keeps ``int(heads x (1 - ratio))`` of its heads, one at least (its head count
+attributes updated so that the model runs and reloads), its FFN keeps ``int(neurons x (1 -
+ratio))`` neurons, and the hidden width (embeddings, residual stream) stays unless ``hidden`` is
+set. ``nn.MultiheadAttention`` (torchvision's ViT) is narrowed in equal shares per head: its head
+count stays, each head gets narrower.
 
 The pruned network is smaller and faster as it is: no masks. Its architecture is recorded in every
 checkpoint as torch-pruning's pruning history (module names and channel indices, plain values), so
@@ -38,6 +43,7 @@ from litcompress.compress.base import CompressionCallback, fingerprint
 from litcompress.errors import ConfigError
 from litcompress.measure import count_macs, count_params
 from litcompress.models import find_classifier, resolve_layers
+from litcompress.models.attention import attention_modules, head_counts, update_head_counts
 from litcompress.module import ClassifierModule
 from litcompress.pictures import has_tensorboard, layer_bars, log_figure
 from litcompress.spec import Inputs, InputSpec
@@ -73,11 +79,54 @@ INT8_WIDTH = 8
 _RATIO_TOLERANCE = 0.05
 
 
-def graph_options(net: nn.Module) -> dict[str, Any]:
-    """What torch-pruning needs beyond the modules: attention widths pruned head by head."""
-    heads = {m: m.num_heads for m in net.modules() if isinstance(m, nn.MultiheadAttention)}
+def graph_options(
+    net: nn.Module,
+    head_ratio: float = 0.0,
+    head_ratios: dict[str, float] | None = None,
+    global_pruning: bool = False,
+) -> dict[str, Any]:
+    """What torch-pruning needs beyond the modules: how attention is pruned.
+
+    ``nn.MultiheadAttention`` is narrowed head by head (its head count stays). Transformer
+    attention modules lose whole heads: ``int(heads x (1 - ratio))`` are kept (one at least),
+    ``ratio`` being
+    ``head_ratios[module name]`` or ``head_ratio`` (with ``global_pruning``, heads are ranked
+    across layers and ``head_ratio`` of all of them go).
+    """
+    options: dict[str, Any] = {}
+    groups = {m: m.num_heads for m in net.modules() if isinstance(m, nn.MultiheadAttention)}
     # nn.MultiheadAttention keeps its head count: the embedding shrinks by the same share per head.
-    return {"out_channel_groups": heads} if heads else {}
+    if groups:
+        options["out_channel_groups"] = groups
+    attentions = attention_modules(net)
+    if attentions:
+        options["num_heads"] = {p: a.heads for a in attentions for p in a.projections}
+        options["prune_num_heads"] = True
+        options["prune_head_dims"] = False  # whole heads go; the head size stays
+        if global_pruning:
+            options["head_pruning_ratio"] = head_ratio
+        else:
+            ratios = head_ratios or {}
+            options["head_pruning_ratio_dict"] = {
+                p: _exact_head_ratio(a.heads, ratios.get(a.name, head_ratio))
+                for a in attentions
+                for p in a.projections
+            }
+    return options
+
+
+def _exact_head_ratio(heads: int, ratio: float) -> float:
+    """The ratio that makes torch-pruning 1.6 remove exactly ``heads - int(heads x (1 - ratio))``
+    heads, one head kept at least (it removes ``ceil(ratio x heads)``, which overshoots: 0.3 of 4
+    heads removed 2, and 0.9 of 4 all of them)."""
+    removed = heads - max(1, int(heads * (1 - ratio) + 1e-9))
+    return (removed - 0.5) / heads if removed > 0 else 0.0
+
+
+def hidden_layers(net: nn.Module) -> list[nn.Module]:
+    """The token embeddings of ``net``: ignoring them keeps a Transformer's hidden width (the
+    residual stream they feed), which torch-pruning would otherwise narrow with them."""
+    return [m for m in net.modules() if isinstance(m, nn.Embedding)]
 
 
 def after_pruning(net: nn.Module) -> None:
@@ -87,6 +136,7 @@ def after_pruning(net: nn.Module) -> None:
     for module in net.modules():
         if isinstance(module, nn.MultiheadAttention):
             module.head_dim = module.embed_dim // module.num_heads
+    update_head_counts(net)
 
 
 @contextlib.contextmanager
@@ -133,8 +183,8 @@ class PruneCallback(CompressionCallback):
     other ranks replay its decision, so every rank holds the same network.
 
     Args:
-        ratio: fraction of channels (and of each attention head's width) removed by the end,
-            in [0, 1); whole heads are not removed.
+        ratio: fraction of channels removed by the end, in [0, 1): of a Transformer's attention
+            heads and FFN neurons (whole heads), of each ``nn.MultiheadAttention`` head's width.
         speedup: instead of ``ratio``, a target MACs reduction (e.g. 2.0 = half the MACs), pruned
             in small steps until reached.
         importance: channel ranking: l1, l2, taylor, bn_scale, lamp, fpgm or random.
@@ -155,7 +205,11 @@ class PruneCallback(CompressionCallback):
         taylor_batches: training batches whose gradients rank channels for ``importance=taylor``.
         layer_ratios: per-layer ratios (module name -> ratio), or the path of a YAML file of them
             (``litcompress sensitivity`` writes one); a layer prunes with everything coupled to
-            it, the others by ``ratio``.
+            it, the others by ``ratio``; an attention module's name (or its query's) sets the
+            share of its heads removed.
+        hidden: also narrow a Transformer's hidden width (token embeddings, the residual stream
+            and its LayerNorms); ``False`` keeps it (networks without ``nn.Embedding`` are
+            unaffected).
     """
 
     name = "prune"
@@ -177,6 +231,7 @@ class PruneCallback(CompressionCallback):
         sparsity_reg: float = 0.0,
         taylor_batches: int = 4,
         layer_ratios: dict[str, float] | str | None = None,
+        hidden: bool = False,
     ) -> None:
         if not 0.0 <= ratio < 1.0:
             raise ConfigError(
@@ -238,6 +293,7 @@ class PruneCallback(CompressionCallback):
         self.sparsity_reg = sparsity_reg
         self.taylor_batches = taylor_batches
         self.layer_ratios = layer_ratios
+        self.hidden = hidden
         # Restored from checkpoints: steps done and the size after each (for the report).
         self.steps_done = 0
         self.base_macs: int | None = None
@@ -245,6 +301,8 @@ class PruneCallback(CompressionCallback):
         # The layers whose output channels can be pruned, and their channels at the start.
         self.prunable: list[str] = []
         self.base_channels: int | None = None
+        # Heads of each Transformer attention module at the start (none: no such module).
+        self.base_heads: dict[str, int] = {}
         # Per prunable layer, the channel groups torch-pruning narrows alike (1: none).
         self._channel_groups: dict[str, int] = {}
         self._regulariser: tp.pruner.GroupNormPruner | None = None
@@ -299,6 +357,7 @@ class PruneCallback(CompressionCallback):
             "steps": self.steps,
             "prunable": self.prunable,
             "base_channels": self.base_channels,
+            "base_heads": self.base_heads,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -307,6 +366,7 @@ class PruneCallback(CompressionCallback):
         self.steps = state_dict["steps"]
         self.prunable = state_dict.get("prunable", [])
         self.base_channels = state_dict.get("base_channels")
+        self.base_heads = state_dict.get("base_heads", {})
 
     # -- hooks ------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: ClassifierModule, stage: str) -> None:
@@ -399,6 +459,8 @@ class PruneCallback(CompressionCallback):
     ):
         modules = dict(net.named_modules())
         ignored = [modules[name] for name in self._ignored]
+        if not self.hidden:
+            ignored += hidden_layers(net)
         ratios = {modules[name]: ratio for name, ratio in (layers or {}).items()}
         kwargs = dict(
             importance=IMPORTANCES[importance or self.importance](),
@@ -409,7 +471,7 @@ class PruneCallback(CompressionCallback):
             ignored_layers=ignored,
             iterative_steps=steps,
             **({"pruning_ratio_dict": ratios} if ratios else {}),
-            **graph_options(net),
+            **graph_options(net, ratio, _head_ratios(net, layers or {}), self.global_pruning),
         )
         example = self._inputs.example(1, next(net.parameters()).device, zeros=True)
         training = net.training
@@ -433,6 +495,7 @@ class PruneCallback(CompressionCallback):
                 raise torch_pruning_failure(net, error, "cannot group the layers of") from error
             self.prunable = list(self._channel_groups)
             self.base_channels = _channels(net, self.prunable)
+            self.base_heads = head_counts(net)
         return pruner
 
     def _step_ratio(self, done: int, ratio: float | None = None) -> float:
@@ -454,8 +517,15 @@ class PruneCallback(CompressionCallback):
         taken by ``run``; returns what was removed."""
         if self.speedup:
             target = self.base_macs / self.speedup ** ((done + 1) / self.iterative_steps)
-            pruner = self._pruner(net, 0.95, steps=_PROGRESSIVE_STEPS, importance=importance)
-            self._prune_towards(net, target, lambda: run(pruner))
+            if attention_modules(net):
+                # Whole heads cannot go in small steps: the ratio that reaches the target is
+                # found on copies, and the network pruned once at it.
+                ratio = self._ratio_for_macs(net, target)
+                pruner = self._pruner(net, ratio, importance=importance)
+                run(pruner)
+            else:
+                pruner = self._pruner(net, 0.95, steps=_PROGRESSIVE_STEPS, importance=importance)
+                self._prune_towards(net, target, lambda: run(pruner))
         elif self.global_pruning and self.max_layer_ratio < 1.0:
             # torch-pruning checks max_pruning_ratio before each of its steps: one global step
             # can take a layer far past it (measured: 66% of a layer at a 40% limit). In small
@@ -515,9 +585,16 @@ class PruneCallback(CompressionCallback):
         net = pl_module.net
         macs, params = count_macs(net, self._inputs), count_params(net)
         channels = _channels(net, self.prunable)
-        self.steps.append(
-            {"epoch": trainer.current_epoch, "params": params, "macs": macs, "channels": channels}
-        )
+        step = {
+            "epoch": trainer.current_epoch,
+            "params": params,
+            "macs": macs,
+            "channels": channels,
+        }
+        if self.base_heads:
+            step["heads"] = head_counts(net)
+            step["widths"] = _widths(net)
+        self.steps.append(step)
         log.info(
             "Pruning step %d/%d at epoch %d: %s params, %s MACs (%.2fx fewer MACs than at start)",
             self.steps_done,
@@ -566,6 +643,25 @@ class PruneCallback(CompressionCallback):
             )
             log_figure(trainer.loggers, "prune/channels_kept", figure, self.steps_done)
 
+    def _ratio_for_macs(self, net: nn.Module, target_macs: float) -> float:
+        """The smallest ratio (to 1/1000) at which a one-shot prune of ``net`` leaves at most
+        ``target_macs`` (the largest allowed when none does), found by bisection on copies."""
+        low, high = 0.0, 0.95
+        if self._macs_at(net, high) > target_macs:
+            return high
+        while high - low > 1e-3:
+            middle = (low + high) / 2
+            if self._macs_at(net, middle) <= target_macs:
+                high = middle
+            else:
+                low = middle
+        return high
+
+    def _macs_at(self, net: nn.Module, ratio: float) -> int:
+        trial = copy.deepcopy(net)
+        prune_step(self._pruner(trial, ratio, importance="l2"), trial)
+        return count_macs(trial, self._inputs)
+
     def _prune_towards(self, net: nn.Module, target_macs: float, step: Callable[[], None]) -> int:
         """Prune by small ``step``s until ``net`` has at most ``target_macs``; returns its MACs."""
         macs = count_macs(net, self._inputs)
@@ -600,7 +696,15 @@ class PruneCallback(CompressionCallback):
             return
         if not self.ratio or not self.prunable:
             return
-        whole = [name for name in self.prunable if after[name] == before[name] > 1]
+        # An attention module of one head cannot lose a head: its projections stay, rightly.
+        single = {
+            name
+            for a in attention_modules(net)
+            if a.heads == 1
+            for name, layer in net.named_modules()
+            if any(layer is p for p in a.projections)
+        }
+        whole = [n for n in self.prunable if after[n] == before[n] > 1 and n not in single]
         achieved = 1 - _channels(net, self.prunable) / self.base_channels
         name = type(net).__name__
         if whole and not self.global_pruning:
@@ -711,10 +815,13 @@ class PruneCallback(CompressionCallback):
         trial = copy.deepcopy(net)
         # Reachability depends on the layers and limits, not on the ranking: rank by magnitude,
         # which needs no gradients (taylor would).
-        pruner = self._pruner(trial, 0.95, steps=_PROGRESSIVE_STEPS, importance="l2")
-        macs = self._prune_towards(
-            trial, self.base_macs / self.speedup, lambda: prune_step(pruner, trial)
-        )
+        if attention_modules(trial):
+            macs = self._macs_at(trial, 0.95)
+        else:
+            pruner = self._pruner(trial, 0.95, steps=_PROGRESSIVE_STEPS, importance="l2")
+            macs = self._prune_towards(
+                trial, self.base_macs / self.speedup, lambda: prune_step(pruner, trial)
+            )
         if macs * self.speedup <= self.base_macs:
             return
         reached = self.base_macs / macs
@@ -744,7 +851,29 @@ class PruneCallback(CompressionCallback):
                 f"{len(self.prunable)} prunable layers ({self.base_channels:,} -> "
                 f"{last['channels']:,}), {entry['achieved_macs_speedup']:.2f}x fewer MACs"
             )
+            if "heads" in last:
+                kept = last["heads"]
+                entry["heads"] = {n: [h, kept.get(n, h)] for n, h in self.base_heads.items()}
+                entry["summary"] += (
+                    f"; attention heads {sum(self.base_heads.values())} -> {sum(kept.values())} "
+                    f"({', '.join(str(kept.get(n, h)) for n, h in self.base_heads.items())} "
+                    f"per layer)"
+                )
         return {"prune": entry}
+
+
+def _head_ratios(net: nn.Module, layers: dict[str, float]) -> dict[str, float]:
+    """The share of heads each attention module named in ``layers`` (by its own name or its
+    query's) loses."""
+    ratios = {}
+    for attention in attention_modules(net):
+        query = next(
+            n for n, m in attention.module.named_children() if m is attention.projections[0]
+        )
+        for name in (attention.name, f"{attention.name}.{query}"):
+            if name in layers:
+                ratios[attention.name] = layers[name]
+    return ratios
 
 
 def _read_layer_ratios(value: dict[str, float] | str | None) -> dict[str, float]:

@@ -80,6 +80,7 @@ class PTQCallback(CompressionCallback):
         self.dynamic = dynamic
         self.reduce_range = (not cpu_has_vnni()) if reduce_range is None else reduce_range
         self.calibration_images: int | None = None
+        self._examples = "images"  # what calibration saw: images, or texts
 
     def setup(self, trainer: L.Trainer, pl_module: ClassifierModule, stage: str) -> None:
         if stage != "fit":
@@ -106,7 +107,9 @@ class PTQCallback(CompressionCallback):
     ) -> ModelStats | None:
         """Calibrate, convert, save and measure the int8 model of the trained network."""
         twin = cpu_twin(module.net, module.model_config, module.form)
-        batches = (x for x, _ in islice(data.train_dataloader(), self.calibration_batches))
+        self._examples = "images" if module.input_spec.kind == "image" else "texts"
+        # Batches are (*inputs, targets): images, or token ids and attention mask.
+        batches = (tuple(b[:-1]) for b in islice(data.train_dataloader(), self.calibration_batches))
         log.info(
             "Post-training int8: %s on %d training batches",
             "dynamic activations" if self.dynamic else f"calibrating ({self.observer} observer)",
@@ -145,6 +148,6 @@ class PTQCallback(CompressionCallback):
                 "calibration_images": self.calibration_images,
                 "artifact": ARTIFACTS["pt2e"],
                 "summary": f"int8 after training ({mode}, calibrated on "
-                f"{self.calibration_images or 0} training images), {ARTIFACTS['pt2e']}",
+                f"{self.calibration_images or 0} training {self._examples}), {ARTIFACTS['pt2e']}",
             }
         }

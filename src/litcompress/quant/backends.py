@@ -20,7 +20,7 @@ from torch import nn
 from litcompress.compat import cache_pattern_graphs, cpp_compiler, cpp_compiler_setting
 from litcompress.errors import ConfigError
 from litcompress.quant.fake_quant import FakeQuantNet
-from litcompress.spec import Inputs, InputSpec
+from litcompress.spec import Examples, Inputs, InputSpec, as_tuple, count_examples
 
 BACKENDS = ("pt2e", "fx")
 # Batch of the example input used to trace the network (> 1: BatchNorm trains on it).
@@ -114,7 +114,7 @@ def export_float(net: nn.Module, inputs: Inputs, option: str) -> Any:
 def quantize_post_training(
     net: nn.Module,
     inputs: Inputs,
-    batches: Iterable[torch.Tensor],
+    batches: Iterable[Examples],
     observer: str = "histogram",
     dynamic: bool = False,
     reduce_range: bool = False,
@@ -122,8 +122,9 @@ def quantize_post_training(
     """Post-training int8 of the float ``net`` (torchao PT2E, x86 inductor quantizer).
 
     The network is exported in evaluation mode (BatchNorm is folded into the convolutions),
-    observed on the calibration ``batches`` and converted. Returns the int8 model (on the CPU,
-    as ``net``) and the number of images it was calibrated on.
+    observed on the calibration ``batches`` (each the network's inputs: images, or token ids and
+    attention mask) and converted. Returns the int8 model (on the CPU, as ``net``) and the number
+    of examples it was calibrated on.
     """
     cache_pattern_graphs()
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -134,8 +135,8 @@ def quantize_post_training(
     images = 0
     with torch.no_grad():
         for x in batches:
-            prepared(x)
-            images += len(x)
+            prepared(*as_tuple(x))
+            images += count_examples(x)
     with quiet_deprecations():
         converted = convert_pt2e(prepared)
     _drop_unused_tensors(converted)

@@ -55,12 +55,12 @@ class FakeQuantNet(nn.Module):
         self.training = mode
         return self
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, *inputs: Tensor) -> Tensor:
         self.sync_mode()
         if self._bn_training or not self._batch_counters or self.backend != "pt2e":
-            return self.graph(x)
+            return self.graph(*inputs)
         counts = [b.clone() for b in self._batch_counters]
-        out = self.graph(x)
+        out = self.graph(*inputs)
         for buffer, count in zip(self._batch_counters, counts, strict=True):
             buffer.copy_(count)
         return out
