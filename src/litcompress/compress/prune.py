@@ -1,11 +1,11 @@
 """Structured pruning that really removes channels, neurons and attention heads (torch-pruning).
 
 Transformer attention (``transformers``' BERT family, :mod:`litcompress.models.attention`) loses
-whole heads: a layer at ``ratio`` keeps ``int(heads x (1 - ratio))`` of its heads, one at least (its head count
-attributes updated so that the model runs and reloads), its FFN keeps ``int(neurons x (1 -
-ratio))`` neurons, and the hidden width (embeddings, residual stream) stays unless ``hidden`` is
-set. ``nn.MultiheadAttention`` (torchvision's ViT) is narrowed in equal shares per head: its head
-count stays, each head gets narrower.
+whole heads: a layer at ``ratio`` keeps ``int(heads x (1 - ratio))`` of its heads, one at least
+(its head count attributes updated so that the model runs and reloads), its FFN keeps
+``int(neurons x (1 - ratio))`` neurons, and the hidden width (embeddings, residual stream) stays
+unless ``hidden`` is set. ``nn.MultiheadAttention`` (torchvision's ViT) is narrowed in equal
+shares per head: its head count stays, each head gets narrower.
 
 The pruned network is smaller and faster as it is: no masks. Its architecture is recorded in every
 checkpoint as torch-pruning's pruning history (module names and channel indices, plain values), so
