@@ -8,9 +8,17 @@ on the student's device, is never in the optimizer and never saved in the studen
 they record where it came from.
 
 Optionally the student also learns the teacher's intermediate features at named layers (FitNets,
-Romero et al., 2015): a small trained adapter (a 1x1 convolution, or a linear layer for tokens)
-maps each student feature to the teacher's width, and ``feature_weight`` times their mean squared
-error is added to the loss. The adapters are dropped when training ends.
+Romero et al., 2015; a Transformer layer's hidden states, TinyBERT): a small trained adapter (a 1x1
+convolution, or a linear layer for tokens) maps each student feature to the teacher's width, and
+``feature_weight`` times their mean squared error (over the tokens the attention mask keeps) is
+added to the loss. The adapters are dropped when training ends. A Transformer student can also
+learn the teacher's attention maps (MiniLM, Wang et al., 2020): the KL divergence between the
+teacher's and the student's attention distributions of paired attention modules, averaged over
+heads (a pruned student has fewer), weighted by ``attention_weight``.
+
+The teacher is a litcompress checkpoint, or for text a local folder of a ``transformers``
+sequence classifier fine-tuned for the same classes; a text teacher must tokenize as the student
+does (the same tokenizer), which is checked.
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from litcompress.checkpoint import CHECKPOINT_KEY, load_network, read_checkpoint, require_file
 from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
+from litcompress.models.attention import attention_modules
 from litcompress.module import ClassifierModule
-from litcompress.spec import Inputs, InputSpec
+from litcompress.quant.fake_quant import FakeQuantNet
+from litcompress.spec import Examples, Inputs, InputSpec, as_tuple
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +60,13 @@ class DistillCallback(CompressionCallback):
         ckpt_path: the run's ``ckpt_path`` (set by the config): a resumed run without a teacher
             option finds its teacher in the checkpoint's record.
         features: layers whose features the student learns: names present in both networks
-            (``[layer2, layer3]``), or a mapping from student layer to teacher layer.
+            (``[layer2, layer3]``, a Transformer's ``[model.bert.encoder.layer.1]``), or a
+            mapping from student layer to teacher layer.
         feature_weight: weight of the feature term (mean squared error after the adapters).
+        attention: Transformer attention modules whose attention maps the student learns
+            (names in both networks, or a mapping student -> teacher); ``None``: none.
+        attention_weight: weight of the attention term (KL divergence of the head-averaged
+            attention distributions).
     """
 
     name = "distill"
@@ -67,8 +82,17 @@ class DistillCallback(CompressionCallback):
         ckpt_path: str | None = None,
         features: Sequence[str] | Mapping[str, str] | str | None = None,
         feature_weight: float = 1.0,
+        attention: Sequence[str] | Mapping[str, str] | str | None = None,
+        attention_weight: float = 1.0,
     ) -> None:
         self.features = _layer_pairs(features)
+        self.attention = _layer_pairs(attention)
+        if self.attention and attention_weight <= 0:
+            raise ConfigError(
+                f"compress.distill.attention_weight={attention_weight} must be > 0 (1.0 weighs "
+                f"the attention maps' KL divergence like the cross-entropy)."
+            )
+        self.attention_weight = attention_weight
         if self.features and feature_weight <= 0:
             raise ConfigError(
                 f"compress.distill.feature_weight={feature_weight} must be > 0 (1.0 weighs the "
@@ -95,13 +119,17 @@ class DistillCallback(CompressionCallback):
                 "network as it enters the run then teaches its compressed self)."
             )
         option = "compress.distill.teacher_checkpoint" if teacher_checkpoint else "init_from"
-        self.teacher_path = str(require_file(teacher_checkpoint or init_from, option))
+        if teacher_checkpoint and Path(teacher_checkpoint).expanduser().is_dir():
+            self.teacher_path = str(_pretrained_folder(teacher_checkpoint))
+        else:
+            self.teacher_path = str(require_file(teacher_checkpoint or init_from, option))
         self.from_checkpoint = teacher_checkpoint is not None
         self.alpha = alpha
         self.temperature = temperature
         self.teacher: nn.Module | None = None
         self.teacher_val_acc: float | None = None
         self.feature_loss: FeatureDistillation | None = None
+        self.attention_loss: AttentionDistillation | None = None
         self._taught: tuple[Tensor, Tensor] | None = None  # (inputs, teacher logits) of the step
 
     # -- the teacher ------------------------------------------------------------------------------
@@ -124,19 +152,59 @@ class DistillCallback(CompressionCallback):
                 self.features, self.feature_weight, self.teacher, self._teach, pl_module.input_spec
             )
             pl_module.add_loss_term("feature_loss", self.feature_loss)
+        if self.attention:
+            self.attention_loss = AttentionDistillation(
+                self.attention, self.attention_weight, self.teacher, self._teach
+            )
+            pl_module.add_loss_term("attention_loss", self.attention_loss)
 
     def _load_teacher(self, pl_module: ClassifierModule) -> nn.Module:
-        meta = read_checkpoint(self.teacher_path, "compress.distill.teacher_checkpoint")
-        config = meta[CHECKPOINT_KEY]["model_config"]
         student = pl_module.model_config or {}
-        for key in ("num_classes", "in_channels", "image_size"):
+        if Path(self.teacher_path).is_dir():
+            return self._load_pretrained_teacher(pl_module)
+        meta = read_checkpoint(self.teacher_path, "compress.distill.teacher_checkpoint")
+        record = meta[CHECKPOINT_KEY]
+        config = record["model_config"]
+        for key in ("num_classes", "in_channels", "image_size", "vocab_size"):
             if config.get(key) != student.get(key):
                 raise ConfigError(
                     f"The teacher {self.teacher_path} was trained for {key}={config.get(key)}, "
                     f"the student has {key}={student.get(key)}: distil from a network trained on "
                     f"the same data."
                 )
+        theirs = (record.get("inputs") or {}).get("tokenizer")
+        ours = (pl_module.checkpoint_extras.get("inputs") or {}).get("tokenizer")
+        if theirs != ours:
+            raise ConfigError(
+                f"The teacher {self.teacher_path} tokenizes texts with another tokenizer than the "
+                f"student: its token ids would mean other words. Train the student with the "
+                f"teacher's tokenizer (the same data options, or data.tokenizer=<the teacher's "
+                f"run>/tokenizer)."
+            )
         return load_network(self.teacher_path)
+
+    def _load_pretrained_teacher(self, pl_module: ClassifierModule) -> nn.Module:
+        """The sequence classifier of a local ``transformers`` folder, fine-tuned for the
+        student's classes and vocabulary."""
+        from litcompress.models.text import pretrained_classifier
+
+        student = pl_module.model_config or {}
+        option = "compress.distill.teacher_checkpoint"
+        if "vocab_size" not in student:
+            raise ConfigError(
+                f"{option}={self.teacher_path} is a folder of a transformers model, which teaches "
+                f"text networks only; this student takes images: give a litcompress checkpoint."
+            )
+        labels = _folder_labels(self.teacher_path)
+        if labels != student["num_classes"]:
+            raise ConfigError(
+                f"{option}={self.teacher_path} classifies into {labels} classes, the student "
+                f"into {student['num_classes']}: a teacher must be fine-tuned for the same "
+                f"classes (a litcompress run with model=hf model.path=<folder> makes one)."
+            )
+        return pretrained_classifier(
+            student["num_classes"], student["vocab_size"], student["max_length"], self.teacher_path
+        )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         self.teacher.to(pl_module.device)
@@ -152,10 +220,11 @@ class DistillCallback(CompressionCallback):
     def _evaluate(self, trainer: L.Trainer, pl_module: ClassifierModule) -> float:
         accuracy = MulticlassAccuracy(pl_module.num_classes, average="micro").to(pl_module.device)
         batches = trainer.num_val_batches[0] if trainer.num_val_batches else float("inf")
-        for index, (x, y) in enumerate(trainer.datamodule.val_dataloader()):
+        for index, batch in enumerate(trainer.datamodule.val_dataloader()):
             if index >= batches:
                 break
-            accuracy.update(self.teacher(x.to(pl_module.device)), y.to(pl_module.device))
+            *x, y = (t.to(pl_module.device) for t in batch)
+            accuracy.update(self.teacher(*x), y)
         # Every rank saw the whole validation split: nothing to gather.
         return float(accuracy.compute()) if accuracy.update_count else float("nan")
 
@@ -164,12 +233,16 @@ class DistillCallback(CompressionCallback):
     ) -> None:
         if self.feature_loss is not None:
             self.feature_loss.capture()
+        if self.attention_loss is not None:
+            self.attention_loss.capture(pl_module.net)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: ClassifierModule, outputs: Any, batch: Any, i: int
     ) -> None:
         if self.feature_loss is not None:
             self.feature_loss.release()
+        if self.attention_loss is not None:
+            self.attention_loss.release()
         self._taught = None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
@@ -177,16 +250,20 @@ class DistillCallback(CompressionCallback):
         if self.feature_loss is not None:
             self.feature_loss.end()
             pl_module.remove_loss_term("feature_loss")
+        if self.attention_loss is not None:
+            self.attention_loss.end(pl_module.net)
+            pl_module.remove_loss_term("attention_loss")
 
     # -- the loss ---------------------------------------------------------------------------------
-    def _teach(self, inputs: Tensor) -> Tensor:
-        """The teacher's logits for ``inputs``, computed once per training step."""
+    def _teach(self, inputs: Examples) -> Tensor:
+        """The teacher's logits for ``inputs`` (a batch of images, or of token ids and attention
+        mask), computed once per training step."""
         if self._taught is None or self._taught[0] is not inputs:
             with torch.no_grad():
-                self._taught = (inputs, self.teacher(inputs))
+                self._taught = (inputs, self.teacher(*as_tuple(inputs)))
         return self._taught[1]
 
-    def distillation_loss(self, inputs: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
+    def distillation_loss(self, inputs: Examples, logits: Tensor, targets: Tensor) -> Tensor:
         """``alpha * T^2 * KL(teacher || student)`` on softened logits (a ClassifierModule term)."""
         teacher_logits = self._teach(inputs)
         t = self.temperature
@@ -222,6 +299,11 @@ class DistillCallback(CompressionCallback):
                 **(
                     {"features": self.features, "feature_weight": self.feature_weight}
                     if self.features
+                    else {}
+                ),
+                **(
+                    {"attention": self.attention, "attention_weight": self.attention_weight}
+                    if self.attention
                     else {}
                 ),
             }
@@ -330,12 +412,178 @@ class FeatureDistillation(nn.Module):
         self._hooks = []
         self._student_features.clear()
 
-    def forward(self, inputs: Tensor, logits: Tensor, targets: Tensor) -> Tensor:
+    def forward(self, inputs: Examples, logits: Tensor, targets: Tensor) -> Tensor:
         self.teach(inputs)
         student, teacher = self._student_features, self._teacher_features
+        mask = _token_mask(inputs)
         pairs = zip(self.adapters, self.layers.items(), strict=True)
-        errors = [F.mse_loss(adapter(student[s]), teacher[t]) for adapter, (s, t) in pairs]
+        errors = [_mse(adapter(student[s]), teacher[t], mask) for adapter, (s, t) in pairs]
         return self.weight * torch.stack(errors).mean()
+
+
+class AttentionDistillation(nn.Module):
+    """The attention term: KL(teacher || student) of the attention maps of paired Transformer
+    attention modules, averaged over heads and over the query tokens the mask keeps.
+
+    Both networks compute attention with ``transformers``' eager implementation while the term
+    records (the fused kernels give no attention probabilities): the teacher for good, the
+    student during its training steps only, so that the network that is exported is unchanged.
+    The term ends when the student has no such modules any more (quantization-aware training).
+
+    Args:
+        layers: student attention module name -> teacher attention module name.
+        weight: factor of the mean (over pairs) of the divergences.
+        teacher: the frozen teacher; hooks on its attention modules record their maps.
+        teach: runs the teacher on a batch, once per step.
+    """
+
+    def __init__(
+        self,
+        layers: dict[str, str],
+        weight: float,
+        teacher: nn.Module,
+        teach: Callable[[Examples], Tensor],
+    ) -> None:
+        super().__init__()
+        self.layers = layers
+        self.weight = weight
+        self.teach = teach
+        self._teacher_maps: dict[str, Tensor] = {}
+        self._student_maps: dict[str, Tensor] = {}
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._implementations: list[tuple[nn.Module, Any]] = []
+        self._ended = False
+        _require_attention(teacher, list(layers.values()), "teacher")
+        _eager_attention(teacher)
+        for name in layers.values():
+            teacher.get_submodule(name).register_forward_hook(
+                _map_recorder(self._teacher_maps, name)
+            )
+
+    def follow(self, net: nn.Module) -> bool:
+        """``False`` once the student is a network prepared for quantization-aware training
+        (no attention modules any more): the term ends."""
+        if isinstance(net, FakeQuantNet):
+            log.info(
+                "Attention distillation ends: a network prepared for quantization-aware training "
+                "has no attention modules; distillation from the logits goes on."
+            )
+            self.end(net)
+            return False
+        _require_attention(net, list(self.layers), "student")
+        return True
+
+    def capture(self, net: nn.Module) -> None:
+        """Record the student's attention maps during the next forward pass."""
+        if self._ended:
+            return
+        self._implementations = _eager_attention(net)
+        self._hooks = [
+            net.get_submodule(name).register_forward_hook(_map_recorder(self._student_maps, name))
+            for name in self.layers
+        ]
+
+    def release(self) -> None:
+        """Stop recording; the student computes attention as it did before."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self._student_maps.clear()
+        for model, implementation in self._implementations:
+            model.set_attn_implementation(implementation)
+        self._implementations = []
+
+    def end(self, net: nn.Module) -> None:
+        self.release()
+        self._ended = True
+
+    def forward(self, inputs: Examples, logits: Tensor, targets: Tensor) -> Tensor:
+        self.teach(inputs)
+        mask = _token_mask(inputs)
+        divergences = [
+            _attention_kl(self._teacher_maps[t], self._student_maps[s], mask)
+            for s, t in self.layers.items()
+        ]
+        return self.weight * torch.stack(divergences).mean()
+
+
+def _token_mask(inputs: Examples) -> Tensor | None:
+    """The attention mask of a batch of token inputs (``N x L``), ``None`` for images."""
+    parts = as_tuple(inputs)
+    if len(parts) == 2 and parts[1].dim() == 2 and not parts[1].is_floating_point():
+        return parts[1]
+    return None
+
+
+def _mse(student: Tensor, teacher: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean squared error; of token features (``N x L x C``), over the tokens ``mask`` keeps."""
+    if mask is None or student.dim() != 3 or student.shape[:2] != mask.shape:
+        return F.mse_loss(student, teacher)
+    keep = mask.to(student.dtype).unsqueeze(-1)
+    squared = (student - teacher).pow(2) * keep
+    return squared.sum() / (keep.sum() * student.shape[-1]).clamp_min(1)
+
+
+def _attention_kl(teacher: Tensor, student: Tensor, mask: Tensor | None) -> Tensor:
+    """KL(teacher || student) of head-averaged attention maps (``N x heads x L x L``), summed
+    over keys and averaged over the query tokens ``mask`` keeps."""
+    p = teacher.float().mean(1).clamp_min(1e-12)
+    q = student.float().mean(1).clamp_min(1e-12)
+    rows = (p * (p.log() - q.log())).sum(-1)  # N x L
+    if mask is None:
+        return rows.mean()
+    keep = mask.to(rows.dtype)
+    return (rows * keep).sum() / keep.sum().clamp_min(1)
+
+
+def _require_attention(net: nn.Module, names: list[str], role: str) -> None:
+    found = [a.name for a in attention_modules(net)]
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise ConfigError(
+            f"compress.distill.attention: the {role} has no attention module "
+            f"{', '.join(missing)}. Its attention modules: {', '.join(found) or 'none'}."
+        )
+
+
+def _eager_attention(net: nn.Module) -> list[tuple[nn.Module, Any]]:
+    """Switch the ``transformers`` models inside ``net`` to eager attention (which gives the
+    attention probabilities); returns each with the implementation it had."""
+    switched = []
+    for module in net.modules():
+        config = getattr(module, "config", None)
+        if hasattr(module, "set_attn_implementation") and config is not None:
+            switched.append((module, config._attn_implementation))
+            module.set_attn_implementation("eager")
+    return switched
+
+
+def _map_recorder(store: dict[str, Tensor], name: str) -> Callable[..., None]:
+    def record(module: nn.Module, args: Any, output: Any) -> None:
+        # transformers' attention modules return (output, attention probabilities).
+        store[name] = output[1]
+
+    return record
+
+
+def _pretrained_folder(path: str) -> Path:
+    folder = Path(path).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"compress.distill.teacher_checkpoint={path} is a folder without config.json: give "
+            f"a litcompress checkpoint (.ckpt), or the folder of a transformers sequence "
+            f"classifier (as save_pretrained writes it)."
+        )
+    return folder
+
+
+def _folder_labels(folder: str) -> int | None:
+    """The number of classes the ``transformers`` model of ``folder`` was fine-tuned for."""
+    import json
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    labels = config.get("id2label") or {}
+    return config.get("num_labels") or len(labels) or None
 
 
 def _has_layer(net: nn.Module, name: str) -> bool:
@@ -358,6 +606,9 @@ def _require_layers(net: nn.Module, missing: list[str], role: str, hint: str = "
 
 def _recorder(store: dict[str, Tensor], name: str) -> Callable[..., None]:
     def record(module: nn.Module, args: Any, output: Any) -> None:
+        # A transformers block may return (hidden states, ...): its features come first.
+        if isinstance(output, tuple | list) and output and torch.is_tensor(output[0]):
+            output = output[0]
         store[name] = output
 
     return record
