@@ -392,7 +392,10 @@ def run_sensitivity(args: argparse.Namespace) -> int:
             f"e.g. the checkpoint of the run it started from."
         )
     net = inference_network(checkpoint)
-    data = load_data(data_config(record.get("data"), args.overrides, str(checkpoint_path)))
+    # A text network is analysed on texts tokenized as it was trained.
+    data = load_data(
+        data_config(record.get("data"), args.overrides, str(checkpoint_path)), record.get("inputs")
+    )
     output = Path(args.output) if args.output else run_dir / "sensitivity"
     with Progress() as progress:
         result = analyse(

@@ -3,7 +3,9 @@ of coupled layers loses when pruned alone, at a range of ratios, without fine-tu
 
 The curves say which layers tolerate pruning; :meth:`Sensitivity.suggest` turns them into the
 largest ratio per layer that keeps accuracy within a budget, which ``compress.prune.layer_ratios``
-takes (a YAML file of ``layer: ratio``).
+takes (a YAML file of ``layer: ratio``). A Transformer's groups are each layer's attention heads
+(named by the attention module: the share of its heads removed) and each FFN; its hidden width is
+left alone, as ``compress.prune`` leaves it by default.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from litcompress.compress.prune import (
     IMPORTANCES,
     dependency_graph,
     graph_options,
+    hidden_layers,
     prune_step,
     quiet_unwrapped_parameters,
     torch_pruning_failure,
@@ -30,6 +33,7 @@ from litcompress.compress.prune import (
 from litcompress.errors import ConfigError
 from litcompress.measure import count_macs, evaluate_cpu
 from litcompress.models import find_classifier
+from litcompress.models.attention import attention_modules
 from litcompress.spec import Inputs, InputSpec
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -106,19 +110,26 @@ class Sensitivity:
 
 
 def prunable_groups(net: nn.Module, inputs: Inputs) -> list[str]:
-    """The root layer of every group of coupled layers torch-pruning can prune (the head kept)."""
+    """Every group of coupled layers torch-pruning can prune (the head and a Transformer's hidden
+    width kept), named by its root layer, or by its attention module for attention heads."""
     head = find_classifier(net, inputs)[1]
     names = {id(m): name for name, m in net.named_modules()}
+    attention = {id(p): a.name for a in attention_modules(net) for p in a.projections}
     try:
         graph = dependency_graph(net, inputs)
         with quiet_unwrapped_parameters():
-            groups = list(graph.get_all_groups(ignored_layers=[head]))
+            groups = list(graph.get_all_groups(ignored_layers=[head, *hidden_layers(net)]))
     except Exception as error:
         raise torch_pruning_failure(net, error, "cannot group the layers of") from error
     roots = []
     for group in groups:
+        heads = [
+            attention[id(d.target.module)] for d, _ in group if id(d.target.module) in attention
+        ]
         module = group[0].dep.target.module
-        if isinstance(module, nn.Conv2d | nn.Linear) and id(module) in names:
+        if heads:
+            roots.append(heads[0])
+        elif isinstance(module, nn.Conv2d | nn.Linear) and id(module) in names:
             roots.append(names[id(module)])
     return roots
 
@@ -126,20 +137,24 @@ def prunable_groups(net: nn.Module, inputs: Inputs) -> list[str]:
 def prune_one(
     net: nn.Module, root: str, ratio: float, inputs: Inputs, importance: str = "l2"
 ) -> nn.Module:
-    """A copy of ``net`` with the group of ``root`` pruned at ``ratio`` and nothing else."""
+    """A copy of ``net`` with the group of ``root`` (a layer, or an attention module: its heads)
+    pruned at ``ratio`` and nothing else."""
     pruned = copy.deepcopy(net)
     modules = dict(pruned.named_modules())
     head = find_classifier(pruned, inputs)[1]
     example = InputSpec.of(inputs).example(1, zeros=True)
+    heads = root in {a.name for a in attention_modules(pruned)}
     with quiet_unwrapped_parameters():
         pruner = tp.pruner.BasePruner(
             pruned,
             example,
             importance=IMPORTANCES[importance](),
             pruning_ratio=0.0,
+            # An attention module's share of heads goes by graph_options; torch-pruning takes up
+            # only groups whose channel ratio is above 0.
             pruning_ratio_dict={modules[root]: ratio},
-            ignored_layers=[head],
-            **graph_options(pruned),
+            ignored_layers=[head, *hidden_layers(pruned)],
+            **graph_options(pruned, head_ratios={root: ratio} if heads else {}),
         )
     prune_step(pruner, pruned)
     return pruned.eval()

@@ -686,7 +686,14 @@ class PruneCallback(CompressionCallback):
         """Refuse a ``ratio`` that pruning ``before`` into ``after`` did not reach."""
         if self.layer_ratios:  # each named layer's own ratio; the others prune by `ratio`
             asked = [n for n, r in self.layer_ratios.items() if r > 0]
-            whole = [n for n in asked if after[n] == before[n] > 1]
+            heads = head_counts(net)  # an attention module's name asks for its heads
+
+            def kept_whole(name: str) -> bool:
+                if name in after:
+                    return after[name] == before[name] > 1
+                return heads.get(name, 0) > 1 and heads[name] == self.base_heads.get(name)
+
+            whole = [name for name in asked if kept_whole(name)]
             if whole:
                 raise ConfigError(
                     f"compress.prune.layer_ratios cannot be honoured: {', '.join(whole)} would "
