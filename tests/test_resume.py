@@ -42,12 +42,18 @@ def assert_same_checkpoints(a: dict, b: dict) -> None:
     assert a["lr_schedulers"] == b["lr_schedulers"]
 
 
-def killed_then_resumed(tmp_path, overrides: list[str], kills: list[tuple[int, str]]):
+def killed_then_resumed(
+    tmp_path,
+    overrides: list[str],
+    kills: list[tuple[int, str]],
+    keep: tuple[str, ...] = ("trainer.", "model"),
+):
     """Run ``overrides`` in a subprocess killed at each ``(epoch, signal)`` in turn (each resumed
-    from ``last.ckpt`` with nothing but ``ckpt_path``), then to its end in this process."""
+    from ``last.ckpt`` with nothing but ``ckpt_path`` and the options starting with ``keep``),
+    then to its end in this process."""
     folder = tmp_path / "killed"
     # Resumed with nothing but ckpt_path: the techniques and their settings come from it.
-    kept = ("trainer.", "model")  # resumed with the same network and epochs: nothing else
+    kept = keep  # resumed with the same network, data and epochs: nothing else
     resume = [*BASE, *[o for o in overrides if o.startswith(kept)], "report.enabled=false"]
     command = overrides
     for epoch, how in kills:

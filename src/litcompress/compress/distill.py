@@ -165,13 +165,6 @@ class DistillCallback(CompressionCallback):
         meta = read_checkpoint(self.teacher_path, "compress.distill.teacher_checkpoint")
         record = meta[CHECKPOINT_KEY]
         config = record["model_config"]
-        for key in ("num_classes", "in_channels", "image_size", "vocab_size"):
-            if config.get(key) != student.get(key):
-                raise ConfigError(
-                    f"The teacher {self.teacher_path} was trained for {key}={config.get(key)}, "
-                    f"the student has {key}={student.get(key)}: distil from a network trained on "
-                    f"the same data."
-                )
         theirs = (record.get("inputs") or {}).get("tokenizer")
         ours = (pl_module.checkpoint_extras.get("inputs") or {}).get("tokenizer")
         if theirs != ours:
@@ -181,6 +174,13 @@ class DistillCallback(CompressionCallback):
                 f"teacher's tokenizer (the same data options, or data.tokenizer=<the teacher's "
                 f"run>/tokenizer)."
             )
+        for key in ("num_classes", "in_channels", "image_size", "vocab_size"):
+            if config.get(key) != student.get(key):
+                raise ConfigError(
+                    f"The teacher {self.teacher_path} was trained for {key}={config.get(key)}, "
+                    f"the student has {key}={student.get(key)}: distil from a network trained on "
+                    f"the same data."
+                )
         return load_network(self.teacher_path)
 
     def _load_pretrained_teacher(self, pl_module: ClassifierModule) -> nn.Module:
@@ -549,12 +549,15 @@ def _require_attention(net: nn.Module, names: list[str], role: str) -> None:
 def _eager_attention(net: nn.Module) -> list[tuple[nn.Module, Any]]:
     """Switch the ``transformers`` models inside ``net`` to eager attention (which gives the
     attention probabilities); returns each with the implementation it had."""
-    switched = []
+    switched, inside = [], set()
     for module in net.modules():
         config = getattr(module, "config", None)
-        if hasattr(module, "set_attn_implementation") and config is not None:
-            switched.append((module, config._attn_implementation))
-            module.set_attn_implementation("eager")
+        if id(module) in inside or config is None or not hasattr(module, "set_attn_implementation"):
+            continue
+        # The outermost model only: it sets its submodels, which share its config.
+        inside |= {id(m) for m in module.modules()}
+        switched.append((module, config._attn_implementation))
+        module.set_attn_implementation("eager")
     return switched
 
 
