@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import re
 from pathlib import Path
 
 import pytest
@@ -395,40 +394,6 @@ def test_evaluate_a_text_artifact_matches_the_report(exported_text_run):
     data = load_data(data_config(runtime.meta["data"], [], "model.xml"), runtime.meta["inputs"])
     figures = evaluate(runtime, data, min_run_time_s=0.05)
     assert figures["test_acc"] == pytest.approx(report["after"]["test_acc"])
-
-
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes_trains_a_text_model_with_one_tokenizer(text_csv, tmp_path):
-    from tests.test_cli import train_py
-
-    result = train_py(
-        "data=text_files",
-        f"data.path={text_csv}",
-        "data.text_column=review",
-        "data.label_column=sentiment",
-        *[arg for arg in FAST_TEXT if arg != "trainer=debug"],
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.max_epochs=2",
-        f"hydra.run.dir={tmp_path}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr
-    output = result.stdout + result.stderr
-    fingerprints = set(
-        re.findall(
-            r"tokenizer trained on the training texts, \d+ tokens "
-            r"\(fingerprint (\w+)\)",
-            output,
-        )
-    )
-    assert len(re.findall(r"\(fingerprint \w+\)", output)) >= 2  # each rank built its own
-    assert len(fingerprints) == 1  # and they are the same
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert (
-        report["after"]["test_acc"] is not None and report["measured_on"]["inputs"] == "16 tokens"
-    )
 
 
 def test_litcompress_export_of_a_text_run_checks_it_on_its_own_tokenization(

@@ -226,23 +226,23 @@ def linear_weights_in_int8(program: torch.export.ExportedProgram) -> int:
     )
 
 
-def test_post_training_int8_quantizes_every_linear_layer_and_exports(csv_path, teacher, tmp_path):
+def test_post_training_int8_quantizes_every_linear_layer(csv_path, teacher, tmp_path):
     out = tmp_path / "run"
-    report = run_text(
+    # Not measured nor tested (minutes of compiling); the pipeline below measures and exports.
+    run_text(
         csv_path,
         f"init_from={teacher}",
         "compress=ptq",
         "trainer.max_epochs=0",
-        "trainer.limit_test_batches=1.0",
-        "export=[openvino]",
+        "report.enabled=false",
+        "test=false",
         output_dir=out,
     )
     linears = sum(isinstance(m, nn.Linear) for m in load_network(teacher).modules())
     assert linear_weights_in_int8(load_program(out / "model_int8.pt2")) == linears == 14
-    assert "training texts" in report["ptq"]["summary"]
-    entry = report["export"]["openvino"]
-    assert entry["precision"] == "int8" and entry["parity"]["passed"]
-    assert entry["accuracy"]["within_tolerance"]
+    # Embeddings and LayerNorm stay float, as the x86 int8 backend runs them.
+    sidecar = json.loads((out / "model_int8.pt2.json").read_text())
+    assert sidecar["method"] == "ptq" and sidecar["precision"] == "int8"
 
 
 # -- distillation -------------------------------------------------------------------------------
@@ -376,6 +376,12 @@ def test_prune_distill_qat_on_a_text_model_in_one_command(csv_path, teacher, tmp
     for fmt in ("onnx", "openvino"):
         entry = report["export"][fmt]
         assert entry["precision"] == "int8" and entry["parity"]["passed"], entry
+    # Attention dropout, captured as a constant of fused attention in training mode, is off in
+    # the int8 model: it gives one answer per input, which ONNX Runtime's matches to rounding.
+    program = load_program(out / "model_int8.pt2").module()
+    ids, mask = inputs_of(teacher).example(8)
+    assert torch.equal(program(ids, mask), program(ids, mask))
+    assert report["export"]["onnx"]["parity"]["max_rel_diff"] < 1e-4
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     losses = {"train/kd_loss", "train/feature_loss", "train/attention_loss"}
@@ -397,6 +403,9 @@ def test_the_text_pipeline_under_ddp_on_two_cpu_processes(csv_path, teacher, tmp
         # From scratch: each rank trains its tokenizer, the teacher's (same data, same options).
         *PIPELINE,
         f"compress.distill.teacher_checkpoint={teacher}",
+        # The int8 model is made, not measured (the pipeline test above measures it).
+        "report.enabled=false",
+        "test=false",
         f"hydra.run.dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -407,10 +416,9 @@ def test_the_text_pipeline_under_ddp_on_two_cpu_processes(csv_path, teacher, tmp
     counts = set(re.findall(r"Rank \d after pruning step 1: (\d+) parameters", output))
     ranks = set(re.findall(r"Rank (\d) after pruning step 1:", output))
     assert ranks == {"0", "1"} and len(counts) == 1, output[-3000:]
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["after"]["params"] == int(counts.pop())
-    assert sum(h[1] for h in report["prune"]["heads"].values()) == 4
-    assert report["after"]["int8_artifact"] == "model_int8.pt2"
+    meta = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["litcompress"]
+    assert meta["pruning_history"] and meta["quantization"] and meta["distill_teacher"]
+    assert linear_weights_in_int8(load_program(tmp_path / "model_int8.pt2")) == 14
 
 
 @pytest.mark.slow

@@ -30,10 +30,68 @@ def replace_batchnorm(graph: torch.fx.GraphModule, train_to_eval: bool) -> None:
 
 
 def replace_dropout(graph: torch.fx.GraphModule, train_to_eval: bool) -> None:
-    """Rewrite the dropout ops of an exported graph for training or evaluation, in place."""
+    """Rewrite the dropout ops of an exported graph for training or evaluation, in place: the
+    ``aten.dropout`` ops (torchao's rewrite) and the dropout of fused attention."""
     from torchao.quantization.pt2e.export_utils import _replace_dropout
 
     _replace_dropout(graph, train_to_eval=train_to_eval)
+    set_attention_dropout(graph, training=not train_to_eval)
+
+
+# Where the dropout probability of a fused attention op captured in training mode is kept while
+# the graph evaluates.
+_TRAINING_DROPOUT = "litcompress_training_dropout_p"
+
+
+def _fused_attention(graph: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    return [
+        node
+        for node in graph.graph.nodes
+        if node.op == "call_function" and "scaled_dot_product" in str(node.target)
+    ]
+
+
+def _dropout_p(node: torch.fx.Node) -> float:
+    # aten.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, ...)
+    if "dropout_p" in node.kwargs:
+        return float(node.kwargs["dropout_p"])
+    return float(node.args[4]) if len(node.args) > 4 else 0.0
+
+
+def _set_dropout_p(node: torch.fx.Node, value: float) -> None:
+    if "dropout_p" in node.kwargs or len(node.args) <= 4:
+        node.kwargs = {**node.kwargs, "dropout_p": value}
+    else:
+        node.args = (*node.args[:4], value, *node.args[5:])
+
+
+def has_attention_dropout(graph: torch.fx.GraphModule) -> bool:
+    """Whether ``graph`` holds fused attention captured with dropout (in training mode)."""
+    return any(
+        _dropout_p(node) or _TRAINING_DROPOUT in node.meta for node in _fused_attention(graph)
+    )
+
+
+def set_attention_dropout(graph: torch.fx.GraphModule, training: bool) -> None:
+    """Switch the dropout of fused attention ops on (``training``) or off, in place.
+
+    ``torch.export`` in training mode captures ``transformers``' SDPA attention with its dropout
+    probability as a constant argument, which torchao's train/eval rewrite does not touch: the
+    converted int8 model would drop attention weights at random in inference (measured on a tiny
+    BERT: logits 0.01 apart between two calls on one input; ONNX Runtime, which ignores it,
+    within 1e-8 once it is off).
+    """
+    changed = False
+    for node in _fused_attention(graph):
+        if not training and _dropout_p(node):
+            node.meta[_TRAINING_DROPOUT] = _dropout_p(node)
+            _set_dropout_p(node, 0.0)
+            changed = True
+        elif training and _TRAINING_DROPOUT in node.meta:
+            _set_dropout_p(node, node.meta.pop(_TRAINING_DROPOUT))
+            changed = True
+    if changed:
+        graph.recompile()
 
 
 # -- torch: what the CPU and the toolchain can do ----------------------------------------------

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from litcompress.checkpoint import CHECKPOINT_KEY, cpu_twin, rebuild_network, require_file
-from litcompress.compat import cpu_has_vnni, enable_inductor_freezing
+from litcompress.compat import cpu_has_vnni, enable_inductor_freezing, set_attention_dropout
 from litcompress.deploy.metadata import artifact_metadata, write_metadata
 from litcompress.deploy.program import export_program, save_program
 from litcompress.errors import ConfigError, first_line
@@ -84,12 +84,15 @@ def load_program(path: Path) -> torch.export.ExportedProgram:
     """A saved torch program (fp32 or int8), with the int8 kernels registered first."""
     enable_int8_kernels()  # an int8 program refers to torchao's ops: register them first
     try:
-        return torch.export.load(path)
+        program = torch.export.load(path)
     except Exception as error:
         raise ConfigError(
             f"{path} cannot be loaded as a torch program (torch.export.load: "
             f"{type(error).__name__}: {first_line(error)})."
         ) from error
+    # A program converted from a graph captured in training mode may keep attention dropout.
+    set_attention_dropout(program.graph_module, training=False)
+    return program
 
 
 def is_int8_program(program: torch.export.ExportedProgram) -> bool:

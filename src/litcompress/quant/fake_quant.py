@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from litcompress.compat import replace_batchnorm, replace_dropout
+from litcompress.compat import has_attention_dropout, replace_batchnorm, replace_dropout
 
 
 class FakeQuantNet(nn.Module):
@@ -35,7 +35,9 @@ class FakeQuantNet(nn.Module):
         self._bn_training = True
         self._dropout_training = True
         self._observing: bool | None = True
-        self._has_dropout = any("dropout" in str(n.target) for n in graph.graph.nodes)
+        self._has_dropout = any(
+            "dropout" in str(n.target) for n in graph.graph.nodes
+        ) or has_attention_dropout(graph)
         self._fused_bn = [m for m in graph.modules() if hasattr(m, "freeze_bn")]
         # An exported training graph counts BatchNorm batches with its own ops, which the
         # switch to evaluation leaves in: evaluation would count its batches too.
