@@ -73,6 +73,16 @@ def train_then_qat(
     return fp32, qat
 
 
+def export_artifact(checkpoint: Path, fmt: str, output: Path) -> Path:
+    """``litcompress export CHECKPOINT --format FMT --output OUTPUT`` (checked for parity)."""
+    from litcompress.cli import main as cli
+
+    code = cli(["export", str(checkpoint), "--format", fmt, "--output", str(output)])
+    if code:
+        raise SystemExit(f"litcompress export of {checkpoint} to {fmt} failed (exit {code})")
+    return output
+
+
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The config of ``python train.py OVERRIDES``, writing into ``output_dir``."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

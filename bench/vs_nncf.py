@@ -32,7 +32,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
-from _runs import shapes_run, train
+from _runs import export_artifact, shapes_run, train
 from litcompress.deploy.evaluate import evaluate, load_data
 from litcompress.deploy.runtimes import OpenVINORuntime, load_artifact
 from litcompress.measure import describe_cpu, describe_versions
@@ -82,16 +82,6 @@ def nncf_quantize(fp32_xml: Path, images: torch.Tensor, subset: int, output: Pat
     return seconds
 
 
-def fp32_openvino(checkpoint: Path, output: Path) -> Path:
-    """litcompress's fp32 OpenVINO export of ``checkpoint``."""
-    from litcompress.cli import main as cli
-
-    code = cli(["export", str(checkpoint), "--format", "openvino", "--output", str(output)])
-    if code:
-        raise SystemExit(f"litcompress export of {checkpoint} failed (exit {code})")
-    return output
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--depth", type=int, default=20, help="ResNet depth")
@@ -128,7 +118,7 @@ def main() -> None:
             ],
             folder / "qat",
         )
-        fp32_xml = fp32_openvino(best, folder / "fp32.xml")
+        fp32_xml = export_artifact(best, "openvino", folder / "fp32.xml")
         calibration = torch.cat(recorder.images)
         nncf_models = {}
         for subset in (len(calibration), 300):

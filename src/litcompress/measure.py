@@ -266,12 +266,17 @@ def describe_cpu() -> str:
 
 
 def evaluate_cpu(
-    net: nn.Module, loader: Any, num_classes: int, max_batches: float | None = None
+    net: nn.Module,
+    loader: Any,
+    num_classes: int,
+    max_batches: float | None = None,
+    length: int | None = None,
 ) -> float:
     """Accuracy of ``net`` over (the first ``max_batches`` batches of) ``loader`` on the CPU.
 
-    Short last batches are padded to the first batch's size, so that a model compiled for one
-    batch size is not compiled again.
+    Short last batches are padded to the first batch's size, and with ``length`` token inputs
+    are padded to that many tokens (attention mask 0), so that a model compiled for one shape is
+    not compiled again for each batch size and text length.
     """
     # Only this process evaluates, even under DDP: no syncing with the other ranks.
     accuracy = MulticlassAccuracy(num_classes, average="micro", sync_on_compute=False)
@@ -282,8 +287,17 @@ def evaluate_cpu(
             n = len(y)
             if n < batch_size:
                 x = [torch.cat([t, t[-1:].expand(batch_size - n, *t.shape[1:])]) for t in x]
+            if length is not None:
+                x = [_pad_tokens(t, length) for t in x]
             accuracy.update(net(*x)[:n], y)
     return float(accuracy.compute())
+
+
+def _pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
+    """Token ids or attention mask (``N x L`` integers) padded with zeros to ``length``."""
+    if t.dim() != 2 or t.is_floating_point() or t.shape[1] >= length:
+        return t
+    return nn.functional.pad(t, (0, length - t.shape[1]))
 
 
 def describe_versions() -> str:

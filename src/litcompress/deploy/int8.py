@@ -237,7 +237,11 @@ def deliver_int8(
         # As many batches as trainer.test saw (limit_test_batches), for a like-for-like figure.
         batches = module.trainer.num_test_batches if module._trainer else []
         limit = batches[0] if batches else None
-        test_acc = evaluate_cpu(deployed, data.test_dataloader(), module.num_classes, limit)
+        # Texts padded to one length: the compiled int8 model compiles once, not per length.
+        length = inputs.max_length if inputs.kind == "tokens" else None
+        test_acc = evaluate_cpu(
+            deployed, data.test_dataloader(), module.num_classes, limit, length=length
+        )
         log.info("int8 test accuracy: %.4f", test_acc)
         for logger in module.loggers:
             logger.log_metrics({"int8/test_acc": test_acc}, step=module.global_step)
