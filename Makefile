@@ -46,6 +46,7 @@ bench: install
 	$(PY) bench/sparsity.py
 	$(PY) bench/sensitivity.py
 	$(PY) bench/distill.py --hard --students-only --features layer1,layer2,layer3
+	$(PY) bench/text.py
 
 clean:
 	rm -rf outputs multirun site .pytest_cache .ruff_cache

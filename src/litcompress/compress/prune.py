@@ -553,9 +553,9 @@ class PruneCallback(CompressionCallback):
         loader = trainer.datamodule.train_dataloader()
         if hasattr(loader.sampler, "set_epoch"):  # this epoch's batches, as a resumed run sees
             loader.sampler.set_epoch(trainer.current_epoch)
-        for x, y in islice(loader, self.taylor_batches):
-            x, y = x.to(pl_module.device), y.to(pl_module.device)
-            nn.functional.cross_entropy(net(x), y).backward()
+        for batch in islice(loader, self.taylor_batches):  # (*inputs, targets)
+            *x, y = (t.to(pl_module.device) for t in batch)
+            nn.functional.cross_entropy(net(*x), y).backward()
 
     def _step(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         net = pl_module.net
