@@ -515,6 +515,37 @@ def test_a_run_fine_tunes_a_local_pretrained_folder_with_its_tokenizer(
     assert net(*InputSpec.tokens(21, 16).example(2)).shape == (2, 2)
 
 
+def test_a_local_transformers_folder_teaches_a_student_that_shares_its_tokenizer(
+    pretrained_folder, text_csv, tmp_path
+):
+    out = tmp_path / "run"
+    text_run(
+        text_csv,
+        "compress=distill",
+        f"compress.distill.teacher_checkpoint={pretrained_folder}",
+        f"data.tokenizer={pretrained_folder}",
+        "trainer.max_epochs=1",
+        output_dir=out,
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["distill"]["teacher"] == str(pretrained_folder.resolve())
+    assert 0 <= report["distill"]["teacher_val_acc"] <= 1
+    # A folder fine-tuned for other classes cannot teach these.
+    other = tmp_path / "three-classes"
+    other.mkdir()
+    config = json.loads((pretrained_folder / "config.json").read_text())
+    config["id2label"] = {str(i): f"LABEL_{i}" for i in range(3)}
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="classifies into 3 classes, the student into 2"):
+        text_run(
+            text_csv,
+            "compress=distill",
+            f"compress.distill.teacher_checkpoint={other}",
+            f"data.tokenizer={pretrained_folder}",
+            output_dir=tmp_path / "refused",
+        )
+
+
 @pytest.mark.slow
 def test_a_sweep_of_text_runs_ends_with_its_summary(text_csv, tmp_path):
     from tests.test_cli import train_py

@@ -580,13 +580,18 @@ def _pretrained_folder(path: str) -> Path:
     return folder
 
 
-def _folder_labels(folder: str) -> int | None:
-    """The number of classes the ``transformers`` model of ``folder`` was fine-tuned for."""
-    import json
+def _folder_labels(folder: str) -> int:
+    """The number of classes the ``transformers`` model of ``folder`` was fine-tuned for (as
+    ``transformers`` reads its config: ``id2label``, 2 when it names none)."""
+    from transformers import AutoConfig
 
-    config = json.loads((Path(folder) / "config.json").read_text())
-    labels = config.get("id2label") or {}
-    return config.get("num_labels") or len(labels) or None
+    try:
+        return AutoConfig.from_pretrained(folder, local_files_only=True).num_labels
+    except Exception as error:  # transformers raises OSError, ValueError, ...
+        raise ConfigError(
+            f"compress.distill.teacher_checkpoint={folder}: its config.json cannot be read by "
+            f"transformers ({type(error).__name__}: {str(error).splitlines()[0]})."
+        ) from None
 
 
 def _has_layer(net: nn.Module, name: str) -> bool:
