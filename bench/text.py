@@ -59,6 +59,8 @@ from litcompress.models.attention import attention_modules
 from litcompress.run import run as fit
 
 LENGTH = 128
+# The seed of the data split (the run's default seed): every run tests on the same texts.
+DATA_SEED = 42
 
 
 class TestAtEnd(Callback):
@@ -182,6 +184,7 @@ def main() -> None:
     common = [
         "data=reviews",
         f"data.max_length={LENGTH}",
+        f"data.seed={DATA_SEED}",
         *([f"data.limit={args.limit}"] if args.limit else []),
         "optim=adamw",
         "trainer.accelerator=cpu",
@@ -290,6 +293,8 @@ def main() -> None:
                         *after,
                         *extra,
                         f"seed={seed}",
+                        # The seed of training only: the split stays the fp32 network's.
+                        f"data.seed={DATA_SEED}",
                         f"trainer.max_epochs={args.finetune_epochs}",
                         "test=false",
                         "report.enabled=false",

@@ -226,6 +226,17 @@ def linear_weights_in_int8(program: torch.export.ExportedProgram) -> int:
     )
 
 
+def attention_matmuls_in_int8(program: torch.export.ExportedProgram) -> int:
+    """How many matmuls of an int8 program take two int8 (dequantized) inputs: attention's."""
+    return sum(
+        1
+        for node in program.graph.nodes
+        if node.op == "call_function"
+        and "matmul" in str(node.target)
+        and all("dequantize_per_tensor" in str(a.target) for a in node.args[:2])
+    )
+
+
 def test_post_training_int8_quantizes_every_linear_layer(csv_path, teacher, tmp_path):
     out = tmp_path / "run"
     # Not measured nor tested (minutes of compiling); the pipeline below measures and exports.
@@ -239,10 +250,26 @@ def test_post_training_int8_quantizes_every_linear_layer(csv_path, teacher, tmp_
         output_dir=out,
     )
     linears = sum(isinstance(m, nn.Linear) for m in load_network(teacher).modules())
-    assert linear_weights_in_int8(load_program(out / "model_int8.pt2")) == linears == 14
+    program = load_program(out / "model_int8.pt2")
+    assert linear_weights_in_int8(program) == linears == 14
+    # And both attention matmuls of each layer (query x key, probabilities x value).
+    assert attention_matmuls_in_int8(program) == 4
     # Embeddings and LayerNorm stay float, as the x86 int8 backend runs them.
     sidecar = json.loads((out / "model_int8.pt2.json").read_text())
     assert sidecar["method"] == "ptq" and sidecar["precision"] == "int8"
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_attention_matmuls_are_int8_unless_fused_fp32_attention_is_asked(attention):
+    from litcompress.quant.backends import quantize_post_training
+
+    net = tiny_bert().eval()
+    batches = [SPEC.example(4) for _ in range(2)]
+    int8, _ = quantize_post_training(net, SPEC, batches, attention=attention)
+    targets = [str(node.target) for node in int8.graph.nodes]
+    assert any("scaled_dot_product" in t for t in targets) != attention
+    assert sum("matmul" in t for t in targets) == (4 if attention else 0)
+    assert net.model.config._attn_implementation == "sdpa"  # the network runs as before
 
 
 # -- distillation -------------------------------------------------------------------------------
@@ -373,6 +400,7 @@ def test_prune_distill_qat_on_a_text_model_in_one_command(csv_path, teacher, tmp
     assert report["distill"]["attention"] == {ATTENTION.format(1): ATTENTION.format(1)}
     assert report["after"]["int8_artifact"] == "model_int8.pt2"
     assert linear_weights_in_int8(load_program(out / "model_int8.pt2")) == 14
+    assert attention_matmuls_in_int8(load_program(out / "model_int8.pt2")) == 4
     for fmt in ("onnx", "openvino"):
         entry = report["export"][fmt]
         assert entry["precision"] == "int8" and entry["parity"]["passed"], entry

@@ -38,7 +38,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from litcompress.checkpoint import CHECKPOINT_KEY, load_network, read_checkpoint, require_file
 from litcompress.compress.base import CompressionCallback
 from litcompress.errors import ConfigError
-from litcompress.models.attention import attention_modules
+from litcompress.models.attention import attention_modules, restore_attention, use_eager_attention
 from litcompress.module import ClassifierModule
 from litcompress.quant.fake_quant import FakeQuantNet
 from litcompress.spec import Examples, Inputs, InputSpec, as_tuple
@@ -454,7 +454,7 @@ class AttentionDistillation(nn.Module):
         self._implementations: list[tuple[nn.Module, Any]] = []
         self._ended = False
         _require_attention(teacher, list(layers.values()), "teacher")
-        _eager_attention(teacher)
+        use_eager_attention(teacher)
         for name in layers.values():
             teacher.get_submodule(name).register_forward_hook(
                 _map_recorder(self._teacher_maps, name)
@@ -477,7 +477,7 @@ class AttentionDistillation(nn.Module):
         """Record the student's attention maps during the next forward pass."""
         if self._ended:
             return
-        self._implementations = _eager_attention(net)
+        self._implementations = use_eager_attention(net)
         self._hooks = [
             net.get_submodule(name).register_forward_hook(_map_recorder(self._student_maps, name))
             for name in self.layers
@@ -489,8 +489,7 @@ class AttentionDistillation(nn.Module):
             hook.remove()
         self._hooks = []
         self._student_maps.clear()
-        for model, implementation in self._implementations:
-            model.set_attn_implementation(implementation)
+        restore_attention(self._implementations)
         self._implementations = []
 
     def end(self, net: nn.Module) -> None:
@@ -544,21 +543,6 @@ def _require_attention(net: nn.Module, names: list[str], role: str) -> None:
             f"compress.distill.attention: the {role} has no attention module "
             f"{', '.join(missing)}. Its attention modules: {', '.join(found) or 'none'}."
         )
-
-
-def _eager_attention(net: nn.Module) -> list[tuple[nn.Module, Any]]:
-    """Switch the ``transformers`` models inside ``net`` to eager attention (which gives the
-    attention probabilities); returns each with the implementation it had."""
-    switched, inside = [], set()
-    for module in net.modules():
-        config = getattr(module, "config", None)
-        if id(module) in inside or config is None or not hasattr(module, "set_attn_implementation"):
-            continue
-        # The outermost model only: it sets its submodels, which share its config.
-        inside |= {id(m) for m in module.modules()}
-        switched.append((module, config._attn_implementation))
-        module.set_attn_implementation("eager")
-    return switched
 
 
 def _map_recorder(store: dict[str, Tensor], name: str) -> Callable[..., None]:

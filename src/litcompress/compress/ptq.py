@@ -48,6 +48,8 @@ class PTQCallback(CompressionCallback):
             for linear-heavy networks such as ``vit``.
         reduce_range: 7-bit activations, for deployment CPUs without VNNI instructions; ``None``:
             decided by this machine's CPU.
+        attention: a Transformer's attention matmuls (query x key, probabilities x value) are
+            int8 too (static only), as NNCF quantizes them; ``False`` keeps fused fp32 attention.
     """
 
     name = "ptq"
@@ -60,6 +62,7 @@ class PTQCallback(CompressionCallback):
         observer: str = "histogram",
         dynamic: bool = False,
         reduce_range: bool | None = None,
+        attention: bool = True,
     ) -> None:
         if (
             isinstance(calibration_batches, bool)
@@ -79,6 +82,7 @@ class PTQCallback(CompressionCallback):
         self.observer = observer
         self.dynamic = dynamic
         self.reduce_range = (not cpu_has_vnni()) if reduce_range is None else reduce_range
+        self.attention = attention
         self.calibration_images: int | None = None
         self._examples = "images"  # what calibration saw: images, or texts
 
@@ -122,6 +126,7 @@ class PTQCallback(CompressionCallback):
             observer=self.observer,
             dynamic=self.dynamic,
             reduce_range=self.reduce_range,
+            attention=self.attention,
         )
         return deliver_int8(
             int8,

@@ -52,6 +52,8 @@ class QATCallback(CompressionCallback):
             never).
         reduce_range: (pt2e) 7-bit activations, for deployment CPUs without VNNI instructions;
             ``None``: decided by this machine's CPU.
+        attention: (pt2e) a Transformer's attention matmuls (query x key, probabilities x value)
+            are int8 too, as NNCF quantizes them; ``False`` keeps fused fp32 attention.
     """
 
     name = "qat"
@@ -68,6 +70,7 @@ class QATCallback(CompressionCallback):
         freeze_bn_epoch: int | None = None,
         freeze_observer_epoch: int | None = None,
         reduce_range: bool | None = None,
+        attention: bool = True,
     ) -> None:
         check_backend(backend)
         for option, value in (
@@ -84,6 +87,7 @@ class QATCallback(CompressionCallback):
         # Without VNNI, x86 int8 kernels sum u8 x s8 pairs in 16 bits and saturate on full-range
         # activations (measured: -0.8 point against the fake-quantized network on an AVX2 CPU).
         self.reduce_range = (not cpu_has_vnni()) if reduce_range is None else reduce_range
+        self.attention = attention
         self.started_epoch: int | None = None
 
     @property
@@ -91,7 +95,12 @@ class QATCallback(CompressionCallback):
         """How the network is prepared: recorded in checkpoints, so that they rebuild the same."""
         if self.backend == "fx":  # torch.ao's x86 qconfig decides the activation range itself
             return {"backend": "fx"}
-        return {"backend": self.backend, "reduce_range": self.reduce_range}
+        return {
+            "backend": self.backend,
+            "reduce_range": self.reduce_range,
+            # Checkpoints prepared without it lack the key (prepare's default is False).
+            **({"attention": True} if self.attention else {}),
+        }
 
     @classmethod
     def restore_form(

@@ -15,7 +15,10 @@ weight, and it is pruned by narrowing every head alike.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -73,3 +76,35 @@ def update_head_counts(net: nn.Module) -> None:
                 setattr(attention.module, attribute, attention.heads)
         if isinstance(getattr(attention.module, "all_head_size", None), int):
             attention.module.all_head_size = attention.projections[0].out_features
+
+
+def use_eager_attention(net: nn.Module) -> list[tuple[nn.Module, Any]]:
+    """Switch the ``transformers`` models inside ``net`` to eager attention (matmul, softmax,
+    matmul: it gives the attention probabilities, and int8 quantizers see its matmuls, which the
+    fused SDPA op hides); returns each model with the implementation it had."""
+    switched, inside = [], set()
+    for module in net.modules():
+        config = getattr(module, "config", None)
+        if id(module) in inside or config is None or not hasattr(module, "set_attn_implementation"):
+            continue
+        # The outermost model only: it sets its submodels, which share its config.
+        inside |= {id(m) for m in module.modules()}
+        switched.append((module, config._attn_implementation))
+        module.set_attn_implementation("eager")
+    return switched
+
+
+def restore_attention(switched: list[tuple[nn.Module, Any]]) -> None:
+    """Give the models :func:`use_eager_attention` switched their implementation back."""
+    for model, implementation in switched:
+        model.set_attn_implementation(implementation)
+
+
+@contextlib.contextmanager
+def eager_attention(net: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Eager attention in ``net`` while inside (when ``enabled``), the fused one after."""
+    switched = use_eager_attention(net) if enabled else []
+    try:
+        yield
+    finally:
+        restore_attention(switched)

@@ -19,6 +19,7 @@ from torch import nn
 
 from litcompress.compat import cache_pattern_graphs, cpp_compiler, cpp_compiler_setting
 from litcompress.errors import ConfigError
+from litcompress.models.attention import attention_modules, eager_attention
 from litcompress.quant.fake_quant import FakeQuantNet
 from litcompress.spec import Examples, Inputs, InputSpec, as_tuple, count_examples
 
@@ -66,10 +67,10 @@ def quiet_deprecations() -> Iterator[None]:
 OBSERVERS = ("histogram", "minmax")
 
 
-def _ptq_quantizer(observer: str, dynamic: bool, reduce_range: bool) -> Any:
+def _ptq_quantizer(observer: str, dynamic: bool, reduce_range: bool, attention: bool) -> Any:
     """The x86 inductor quantizer for post-training int8: per-channel weights; activations static
     (ranges from calibration, by ``observer``) or ``dynamic`` (ranges at run time: linear layers
-    only)."""
+    only); with ``attention``, the matmuls of attention too (static only)."""
     import dataclasses
 
     from torchao.quantization.pt2e.observer import MinMaxObserver
@@ -87,11 +88,27 @@ def _ptq_quantizer(observer: str, dynamic: bool, reduce_range: bool) -> Any:
             config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
         )
         config = QuantizationConfig(activation, activation, config.weight, config.bias, False)
-    return X86InductorQuantizer().set_global(config)
+    return _with_attention(
+        X86InductorQuantizer().set_global(config), config, attention and not dynamic
+    )
 
 
-def export_float(net: nn.Module, inputs: Inputs, option: str) -> Any:
-    """``torch.export`` of ``net`` in evaluation mode with a dynamic batch, on its device.
+def _with_attention(quantizer: Any, config: Any, attention: bool) -> Any:
+    """``quantizer`` that also quantizes both inputs of every ``torch.matmul`` (attention's
+    query x key and probabilities x value, which eager attention computes with it) when
+    ``attention``."""
+    return quantizer.set_function_type_qconfig(torch.matmul, config) if attention else quantizer
+
+
+def quantizes_attention(net: nn.Module, attention: bool) -> bool:
+    """Whether int8 of ``net`` quantizes its attention matmuls: asked for, and ``net`` has
+    ``transformers`` attention modules (exported with eager attention so that they show)."""
+    return attention and bool(attention_modules(net))
+
+
+def export_float(net: nn.Module, inputs: Inputs, option: str, eager: bool = False) -> Any:
+    """``torch.export`` of ``net`` in evaluation mode with a dynamic batch, on its device
+    (``eager``: with ``transformers``' eager attention, whose matmuls int8 can quantize).
 
     Raises:
         ConfigError: the network cannot be captured; the message names ``option``.
@@ -100,7 +117,7 @@ def export_float(net: nn.Module, inputs: Inputs, option: str) -> Any:
     example = InputSpec.of(inputs).example(TRACE_BATCH, device)
     net.eval()
     try:
-        with quiet_deprecations():
+        with quiet_deprecations(), eager_attention(net, eager):
             return torch.export.export(
                 net, example, dynamic_shapes=InputSpec.of(inputs).dynamic_shapes(), strict=True
             )
@@ -118,20 +135,24 @@ def quantize_post_training(
     observer: str = "histogram",
     dynamic: bool = False,
     reduce_range: bool = False,
+    attention: bool = False,
 ) -> tuple[nn.Module, int]:
     """Post-training int8 of the float ``net`` (torchao PT2E, x86 inductor quantizer).
 
     The network is exported in evaluation mode (BatchNorm is folded into the convolutions),
     observed on the calibration ``batches`` (each the network's inputs: images, or token ids and
-    attention mask) and converted. Returns the int8 model (on the CPU, as ``net``) and the number
+    attention mask) and converted. ``attention``: a Transformer's attention matmuls are int8 too
+    (:func:`quantizes_attention`). Returns the int8 model (on the CPU, as ``net``) and the number
     of examples it was calibrated on.
     """
     cache_pattern_graphs()
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    exported = export_float(net, inputs, "compress=ptq")
+    attention = quantizes_attention(net, attention)
+    exported = export_float(net, inputs, "compress=ptq", eager=attention)
+    quantizer = _ptq_quantizer(observer, dynamic, reduce_range, attention)
     with quiet_deprecations():
-        prepared = prepare_pt2e(exported.module(), _ptq_quantizer(observer, dynamic, reduce_range))
+        prepared = prepare_pt2e(exported.module(), quantizer)
     images = 0
     with torch.no_grad():
         for x in batches:
@@ -143,25 +164,29 @@ def quantize_post_training(
     return converted, images
 
 
-def _x86_quantizer(reduce_range: bool, is_qat: bool) -> Any:
+def _x86_quantizer(reduce_range: bool, is_qat: bool, attention: bool = False) -> Any:
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
     )
 
-    return X86InductorQuantizer().set_global(
-        get_default_x86_inductor_quantization_config(is_qat=is_qat, reduce_range=reduce_range)
-    )
+    config = get_default_x86_inductor_quantization_config(is_qat=is_qat, reduce_range=reduce_range)
+    return _with_attention(X86InductorQuantizer().set_global(config), config, attention)
 
 
 def prepare(
-    net: nn.Module, backend: str, inputs: Inputs, reduce_range: bool = False
+    net: nn.Module,
+    backend: str,
+    inputs: Inputs,
+    reduce_range: bool = False,
+    attention: bool = False,
 ) -> FakeQuantNet:
     """Fake-quantize ``net`` for quantization-aware training with ``backend``, on its device.
 
     ``net`` itself may be changed (FX fuses modules in place): pass a copy to keep it.
     ``reduce_range`` (pt2e) quantizes activations to 7 bits, so that int8 kernels on CPUs without
-    VNNI do not saturate their 16-bit intermediate sums.
+    VNNI do not saturate their 16-bit intermediate sums. ``attention`` (pt2e): a Transformer's
+    attention matmuls are fake-quantized too (:func:`quantizes_attention`).
 
     Raises:
         ConfigError: the network cannot be traced; the message names the failing op or module.
@@ -176,17 +201,23 @@ def prepare(
             from torchao.quantization.pt2e import move_exported_model_to_train
             from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
+            attention = quantizes_attention(net, attention)
             try:
-                exported = torch.export.export(
-                    net, example, dynamic_shapes=InputSpec.of(inputs).dynamic_shapes(), strict=True
-                )
+                with eager_attention(net, attention):
+                    exported = torch.export.export(
+                        net,
+                        example,
+                        dynamic_shapes=InputSpec.of(inputs).dynamic_shapes(),
+                        strict=True,
+                    )
             except Exception as error:
                 raise ConfigError(
                     f"torch.export cannot capture {name} for compress.qat.backend=pt2e: "
                     f"{type(error).__name__}: {_first_lines(error)} Make that module "
                     f"export-friendly, or try compress.qat.backend=fx."
                 ) from error
-            graph = prepare_qat_pt2e(exported.module(), _x86_quantizer(reduce_range, is_qat=True))
+            quantizer = _x86_quantizer(reduce_range, is_qat=True, attention=attention)
+            graph = prepare_qat_pt2e(exported.module(), quantizer)
             move_exported_model_to_train(graph)
         else:
             from torch.ao.quantization import get_default_qat_qconfig_mapping
