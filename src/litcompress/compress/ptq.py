@@ -49,7 +49,9 @@ class PTQCallback(CompressionCallback):
         reduce_range: 7-bit activations, for deployment CPUs without VNNI instructions; ``None``:
             decided by this machine's CPU.
         attention: a Transformer's attention matmuls (query x key, probabilities x value) are
-            int8 too (static only), as NNCF quantizes them; ``False`` keeps fused fp32 attention.
+            int8 too (static only), through eager attention: faster in ONNX Runtime and torch,
+            slower in OpenVINO, which runs fused attention best (bench/text.py); ``False`` keeps
+            fused fp32 attention.
     """
 
     name = "ptq"
@@ -62,7 +64,7 @@ class PTQCallback(CompressionCallback):
         observer: str = "histogram",
         dynamic: bool = False,
         reduce_range: bool | None = None,
-        attention: bool = True,
+        attention: bool = False,
     ) -> None:
         if (
             isinstance(calibration_batches, bool)

@@ -53,7 +53,8 @@ class QATCallback(CompressionCallback):
         reduce_range: (pt2e) 7-bit activations, for deployment CPUs without VNNI instructions;
             ``None``: decided by this machine's CPU.
         attention: (pt2e) a Transformer's attention matmuls (query x key, probabilities x value)
-            are int8 too, as NNCF quantizes them; ``False`` keeps fused fp32 attention.
+            are int8 too, through eager attention (as :class:`PTQCallback`'s ``attention``);
+            ``False`` keeps fused fp32 attention.
     """
 
     name = "qat"
@@ -70,7 +71,7 @@ class QATCallback(CompressionCallback):
         freeze_bn_epoch: int | None = None,
         freeze_observer_epoch: int | None = None,
         reduce_range: bool | None = None,
-        attention: bool = True,
+        attention: bool = False,
     ) -> None:
         check_backend(backend)
         for option, value in (
