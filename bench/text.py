@@ -179,6 +179,11 @@ def main() -> None:
     parser.add_argument(
         "--work-dir", help="keep the runs here and reuse those done (default: a temporary folder)"
     )
+    parser.add_argument(
+        "--int8-attention",
+        action="store_true",
+        help="PTQ, QAT and the pipeline with int8 attention matmuls (attention=true)",
+    )
     args = parser.parse_args()
     print(describe_versions() + "\n" + describe_cpu() + "\n", flush=True)
     common = [
@@ -192,6 +197,11 @@ def main() -> None:
         "~callbacks.model_summary",
         "report.min_run_time_s=0.2",
     ]
+    # Options of the runs that make int8 models.
+    attention = {
+        name: [f"compress.{name}.attention=true"] if args.int8_attention else []
+        for name in ("ptq", "qat")
+    }
     scratch = [*common, "optim.lr=5e-4"]
     tune = [*common, "optim.lr=2e-4"]
     acc: dict[str, float] = {}
@@ -233,7 +243,15 @@ def main() -> None:
             pruned[speedup] = report
             acc[f"prune{speedup}"] = report["after"]["test_acc"]
         ptq = run(
-            "ptq", [*tune, *after, "compress=ptq", "trainer.max_epochs=0", "export=[onnx,openvino]"]
+            "ptq",
+            [
+                *tune,
+                *after,
+                "compress=ptq",
+                *attention["ptq"],
+                "trainer.max_epochs=0",
+                "export=[onnx,openvino]",
+            ],
         )
         qat = run(
             "qat",
@@ -242,6 +260,7 @@ def main() -> None:
                 "optim.lr=5e-5",
                 *after,
                 "compress=qat",
+                *attention["qat"],
                 f"trainer.max_epochs={args.qat_epochs}",
                 "export=[openvino]",
             ],
@@ -260,6 +279,7 @@ def main() -> None:
                 "compress=[prune,distill,qat]",
                 "compress.prune.speedup=2",
                 f"compress.qat.start_epoch={args.finetune_epochs}",
+                *attention["qat"],
                 f"trainer.max_epochs={args.finetune_epochs + args.qat_epochs}",
                 "export=[onnx,openvino]",
             ],
