@@ -89,9 +89,8 @@ def graph_options(
 
     ``nn.MultiheadAttention`` is narrowed head by head (its head count stays). Transformer
     attention modules lose whole heads: ``int(heads x (1 - ratio))`` are kept (one at least),
-    ``ratio`` being
-    ``head_ratios[module name]`` or ``head_ratio`` (with ``global_pruning``, heads are ranked
-    across layers and ``head_ratio`` of all of them go).
+    ``ratio`` being ``head_ratios[module name]`` or ``head_ratio`` (with ``global_pruning``,
+    heads are ranked across layers and ``head_ratio`` of all of them go).
     """
     options: dict[str, Any] = {}
     groups = {m: m.num_heads for m in net.modules() if isinstance(m, nn.MultiheadAttention)}
@@ -186,7 +185,8 @@ class PruneCallback(CompressionCallback):
         ratio: fraction of channels removed by the end, in [0, 1): of a Transformer's attention
             heads and FFN neurons (whole heads), of each ``nn.MultiheadAttention`` head's width.
         speedup: instead of ``ratio``, a target MACs reduction (e.g. 2.0 = half the MACs), pruned
-            in small steps until reached.
+            in small steps until reached (Transformers, whose heads go whole: at the ratio that
+            reaches it, found by bisection on copies).
         importance: channel ranking: l1, l2, taylor, bn_scale, lamp, fpgm or random.
         global_pruning: rank channels across layers instead of within each layer.
         round_to: keep channel counts multiples of this (e.g. 8), or null. A grouped
