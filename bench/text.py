@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -133,10 +134,16 @@ def ort_dynamic(fp32_onnx: Path, output: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = output.with_name("prepared.onnx")
-    # Its symbolic shape inference gives up on the exported BERT ("Incomplete symbolic shape
-    # inference"); ONNX's own shape inference and its graph optimization still run.
-    quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
-    quantize_dynamic(str(prepared), str(output), weight_type=QuantType.QInt8)
+    # Both write temporary models into the working folder: work in the output's.
+    here = os.getcwd()
+    os.chdir(output.parent)
+    try:
+        # Its symbolic shape inference gives up on the exported BERT ("Incomplete symbolic shape
+        # inference"); ONNX's own shape inference and its graph optimization still run.
+        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(str(prepared), str(output), weight_type=QuantType.QInt8)
+    finally:
+        os.chdir(here)
     return output
 
 

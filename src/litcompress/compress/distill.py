@@ -159,9 +159,9 @@ class DistillCallback(CompressionCallback):
             pl_module.add_loss_term("attention_loss", self.attention_loss)
 
     def _load_teacher(self, pl_module: ClassifierModule) -> nn.Module:
-        student = pl_module.model_config or {}
         if Path(self.teacher_path).is_dir():
             return self._load_pretrained_teacher(pl_module)
+        student = pl_module.model_config or {}
         meta = read_checkpoint(self.teacher_path, "compress.distill.teacher_checkpoint")
         record = meta[CHECKPOINT_KEY]
         config = record["model_config"]
@@ -251,7 +251,7 @@ class DistillCallback(CompressionCallback):
             self.feature_loss.end()
             pl_module.remove_loss_term("feature_loss")
         if self.attention_loss is not None:
-            self.attention_loss.end(pl_module.net)
+            self.attention_loss.end()
             pl_module.remove_loss_term("attention_loss")
 
     # -- the loss ---------------------------------------------------------------------------------
@@ -468,7 +468,7 @@ class AttentionDistillation(nn.Module):
                 "Attention distillation ends: a network prepared for quantization-aware training "
                 "has no attention modules; distillation from the logits goes on."
             )
-            self.end(net)
+            self.end()
             return False
         _require_attention(net, list(self.layers), "student")
         return True
@@ -492,7 +492,8 @@ class AttentionDistillation(nn.Module):
         restore_attention(self._implementations)
         self._implementations = []
 
-    def end(self, net: nn.Module) -> None:
+    def end(self) -> None:
+        """Stop for good (the student has no attention modules any more)."""
         self.release()
         self._ended = True
 

@@ -704,13 +704,8 @@ class PruneCallback(CompressionCallback):
         if not self.ratio or not self.prunable:
             return
         # An attention module of one head cannot lose a head: its projections stay, rightly.
-        single = {
-            name
-            for a in attention_modules(net)
-            if a.heads == 1
-            for name, layer in net.named_modules()
-            if any(layer is p for p in a.projections)
-        }
+        projections = {id(p) for a in attention_modules(net) if a.heads == 1 for p in a.projections}
+        single = {name for name, layer in net.named_modules() if id(layer) in projections}
         whole = [n for n in self.prunable if after[n] == before[n] > 1 and n not in single]
         achieved = 1 - _channels(net, self.prunable) / self.base_channels
         name = type(net).__name__
