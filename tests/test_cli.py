@@ -194,9 +194,11 @@ def test_main_job_help_lists_the_config_groups():
     [
         ["compress.prune.start_epoch=0"],
         # One step in setup, one mid-training: DDP must be wrapped again over the new parameters.
+        # Each step also removes a residual block, chosen on rank 0 by bypassing each.
         [
             "compress.prune.iterative_steps=2",
             "compress.prune.start_epoch=0",
+            "compress.prune.depth=2",
             "trainer.max_epochs=3",
         ],
     ],
@@ -226,4 +228,6 @@ def test_ddp_pruning_gives_the_same_network_on_every_rank(tmp_path, schedule):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["after"]["params"] == int(counts.pop())
     assert len(report["prune"]["steps"]) == steps
+    if steps > 1:
+        assert [s["blocks_removed"] for s in report["prune"]["steps"]] == [1, 2]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

@@ -28,6 +28,11 @@ RESNET8 = [*FAST, "model=resnet", "model.depth=8", "report.enabled=false"]
         (["data.num_workers=-1"], r"data.num_workers=-1 must be an integer of at least 0"),
         (["data=imagefolder"], r"data.data_dir: no value given.*data.data_dir=\.\.\."),
         (["report.min_run_time_s=0"], r"report.min_run_time_s=0 must be a positive number"),
+        (["report.runtime=tensorrt"], r"report.runtime='tensorrt' is not a runtime; choose"),
+        (
+            ["report.runtime=openvino", "report.enabled=false"],
+            r"report.runtime=openvino times the delivered model .* report.enabled=false",
+        ),
         # Settings that would never take effect in the run asked for (trainer=debug: 2 epochs).
         (
             ["compress=qat", "compress.qat.start_epoch=0", "compress.qat.freeze_bn_epoch=2"],

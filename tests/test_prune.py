@@ -554,6 +554,12 @@ def test_a_ratio_torch_pruning_cannot_reach_is_refused_before_training(
             "compress.prune.taylor_batches=0 compress.prune.importance=taylor",
             r"taylor_batches=0: importance=taylor",
         ),
+        ("compress.prune.depth=1.5", r"depth=1.5 must be a fraction of the removable blocks"),
+        ("compress.prune.depth=9", r"asks for 9 blocks, but CifarResNet has 7 removable"),
+        ("compress.prune.depth=0.05", r"depth=0.05 removes no block of the 7 removable"),
+        ("compress.prune.blocks=[layer2.0]", r"'layer2.0', which cannot be removed: it maps"),
+        ("compress.prune.blocks=[layer2.9]", r"'layer2.9', which is not a module"),
+        ("compress.prune.depth=2 compress.prune.blocks=[layer1.1]", r"both say which blocks"),
     ],
 )
 def test_bad_prune_options_fail_before_training(make_config, tmp_path, override, message):

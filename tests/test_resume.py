@@ -105,6 +105,7 @@ def test_an_interrupted_pruned_run_resumes_exactly_and_reports_its_pruning(make_
         "trainer.max_epochs=3",
         "compress=prune",
         "compress.prune.start_epoch=1",
+        "compress.prune.depth=2",  # inverted residuals removed whole, with the channels
     ]
     run(make_config(*overrides, output_dir=tmp_path / "straight"))
     folder, resume = killed_then_resumed(tmp_path, overrides, [(2, "SIGINT")])
@@ -116,6 +117,7 @@ def test_an_interrupted_pruned_run_resumes_exactly_and_reports_its_pruning(make_
     straight = json.loads((tmp_path / "straight" / "report.json").read_text())
     report = json.loads((folder / "report.json").read_text())
     assert report["compress"] == ["prune"] and report["prune"] == straight["prune"]
+    assert len(report["prune"]["depth"]["removed"]) == 2
     assert report["before"]["params"] == straight["before"]["params"]
     assert report["after"]["params"] == straight["after"]["params"]
 

@@ -131,9 +131,16 @@ def test_pruned_heads_are_reported_and_reload_in_a_fresh_process(pruned_run):
     widths = report["prune"]["steps"][-1]["widths"]
     assert widths["model.bert.encoder.layer.1.intermediate.dense"] == 32  # FFN 64 -> 32
     assert widths["model.bert.encoder.layer.1.output.dense"] == 32  # hidden width kept
-    checkpoint = pruned_run / "checkpoints" / "last.ckpt"
+    heads, same = reloaded_in_a_fresh_process(pruned_run / "checkpoints" / "last.ckpt")
+    assert heads == [2, 2] and same
+
+
+def reloaded_in_a_fresh_process(checkpoint: Path) -> tuple[list[int], bool]:
+    """The head counts of the network of ``checkpoint`` loaded in a fresh process, and whether
+    it gives the logits it gives here."""
     ids, mask = inputs_of(checkpoint).example(4)
-    torch.save({"ids": ids, "mask": mask}, pruned_run.parent / "inputs.pt")
+    folder = checkpoint.parents[1]
+    torch.save({"ids": ids, "mask": mask}, folder / "inputs.pt")
     here = load_network(checkpoint)(ids, mask)
     code = (
         "import sys, torch\n"
@@ -144,24 +151,37 @@ def test_pruned_heads_are_reported_and_reload_in_a_fresh_process(pruned_run):
         "print(sorted(head_counts(net).values()))\n"
         "torch.save(net(x['ids'], x['mask']), sys.argv[3])\n"
     )
-    out = pruned_run.parent / "logits.pt"
+    out = folder / "logits.pt"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            str(checkpoint),
-            str(pruned_run.parent / "inputs.pt"),
-            str(out),
-        ],
+        [sys.executable, "-c", code, str(checkpoint), str(folder / "inputs.pt"), str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "[2, 2]"
-    assert torch.equal(torch.load(out), here)
+    heads = json.loads(result.stdout.strip().splitlines()[-1])
+    return heads, torch.equal(torch.load(out), here)
+
+
+def test_encoder_layers_go_whole_and_reload_in_a_fresh_process(csv_path, teacher, tmp_path):
+    out = tmp_path / "run"
+    report = run_text(
+        csv_path,
+        f"init_from={teacher}",
+        "compress=prune",
+        "compress.prune.ratio=0",
+        "compress.prune.depth=1",
+        "trainer.max_epochs=1",
+        output_dir=out,
+    )
+    depth = report["prune"]["depth"]
+    layers = [f"model.bert.encoder.layer.{i}" for i in range(2)]
+    assert depth["blocks"] == [2, 1] and set(depth["bypass_costs"]) == set(layers)
+    assert depth["removed"] == [min(layers, key=depth["bypass_costs"].get)]
+    assert report["compress"] == ["distill", "prune"]  # from the deeper network
+    heads, same = reloaded_in_a_fresh_process(out / "checkpoints" / "last.ckpt")
+    assert heads == [4] and same  # one layer of 4 heads left
 
 
 def test_the_hidden_width_is_pruned_when_asked(csv_path, teacher, tmp_path):

@@ -171,6 +171,12 @@ def build_compression(cfg: DictConfig) -> list[CompressionCallback]:
                 f"technique must subclass it (see docs/writing-a-technique.md)."
             )
         callbacks.append(callback)
+    chosen = {c.name for c in callbacks}
+    for callback in list(callbacks):
+        for added in callback.companions(chosen, cfg.get("init_from"), cfg.get("ckpt_path")):
+            if added.name not in chosen:
+                chosen.add(added.name)
+                callbacks.append(added)
     return sorted(callbacks, key=lambda c: c.order)
 
 

@@ -18,11 +18,12 @@ from litcompress.callbacks import ReportCallback
 from litcompress.checkpoint import form_record, rebuild_network
 from litcompress.compress.base import CompressionCallback
 from litcompress.data.base import ClassificationData
+from litcompress.deploy.formats import RUNTIME_FORMATS
 from litcompress.errors import ConfigError
 from litcompress.measure import ModelStats, measure_latency_ms, measure_size, time_side_by_side
 from litcompress.module import ClassifierModule
 from litcompress.preflight import metric_names
-from litcompress.report import write_report
+from litcompress.report import runtime_entry, write_report
 from litcompress.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,12 @@ def report_run(
     timing = time_before_and_after(
         before, after, module, report_callback.before_form, data.input_spec, cfg
     )
+    runtime = cfg.report.get("runtime", "torch")
+    fmt = RUNTIME_FORMATS[runtime]
+    if fmt is None or not exports.get(fmt, {}).get("error"):
+        entries["runtime"] = runtime_entry(
+            runtime, before, after, exports.get(fmt) if fmt else None
+        )
     output_dir = Path(cfg.paths.output_dir)
     return write_report(
         before,
@@ -80,7 +87,8 @@ def report_run(
         hparams=OmegaConf.to_container(cfg, resolve=True),
         step=trainer.global_step,
         model=module.model_config["_target_"],
-        compress=sorted((cfg.get("compress") or {}).keys()),
+        # The techniques chosen, and those they added (depth pruning adds distillation).
+        compress=sorted({*(cfg.get("compress") or {}), *(c.name for c in compression if c.name)}),
         epochs=trainer.current_epoch,
         delivered=delivered(trainer, output_dir, after, bool(cfg.test)),
         timing=timing,

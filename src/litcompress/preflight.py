@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from litcompress.checkpoint import CHECKPOINT_KEY, read_checkpoint, require_file
-from litcompress.deploy.formats import check_formats
+from litcompress.deploy.formats import check_formats, check_runtime
 from litcompress.errors import ConfigError
 from litcompress.report import REPORT_FIGURES
 from litcompress.resume import AUTO_RESUME, auto_resume_path
@@ -59,6 +59,13 @@ def check_inputs(cfg: DictConfig) -> dict[str, Any] | None:
         )
     check_optimized_metric(cfg.optimized_metric, cfg.report.enabled)
     check_formats(cfg.get("export") or [], "export")
+    runtime = cfg.report.get("runtime", "torch")
+    check_runtime(runtime)
+    if runtime != "torch" and not cfg.report.enabled:
+        raise ConfigError(
+            f"report.runtime={runtime} times the delivered model in {runtime} for the report, but "
+            f"report.enabled=false: enable the report, or set report.runtime=torch."
+        )
     if cfg.ckpt_path and cfg.init_from:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} (resume) and init_from={cfg.init_from} (new run from "

@@ -24,6 +24,8 @@ REPORT_VERSION = 1
 
 
 # The report's figures as sweep objectives and TensorBoard HParams metrics.
+# The figures of the report's ``runtime`` entry that sweeps can optimize.
+RUNTIME_KEYS = ("latency_ms_b1", "latency_ms_b32", "speedup_b1", "speedup_b32")
 REPORT_FIGURES = (
     *(
         f"report/{stage}_{f.name}"
@@ -33,6 +35,8 @@ REPORT_FIGURES = (
     ),
     "report/speedup_b32",
     "report/speedup_b1",
+    # The delivered model in the runtime of report.runtime (torch: the same as after_latency_*).
+    *(f"report/runtime_{key}" for key in RUNTIME_KEYS),
 )
 
 
@@ -71,7 +75,34 @@ def report_figures(report: dict[str, Any]) -> dict[str, float]:
     }
     figures["report/speedup_b32"] = report["speedup_b32"]
     figures["report/speedup_b1"] = report["speedup_b1"]
+    runtime = report.get("runtime") or {}
+    figures.update({f"report/runtime_{k}": float(runtime[k]) for k in RUNTIME_KEYS if k in runtime})
     return figures
+
+
+def runtime_entry(
+    runtime: str, before: ModelStats, after: ModelStats, exported: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The report's ``runtime`` entry: the delivered model timed in ``runtime`` (its export
+    entry ``exported``; torch: the report's ``after``), and its speed-ups over the network that
+    entered the run, timed in torch (eager fp32, or as the run received it)."""
+    if exported is None:
+        timed = {
+            "file": after.extra.get("int8_artifact"),
+            "precision": "int8" if after.extra.get("int8_artifact") else "fp32",
+            "latency_ms_b1": after.latency_ms_b1,
+            "latency_ms_b32": after.latency_ms_b32,
+        }
+    else:
+        timed = {
+            k: exported.get(k) for k in ("file", "precision", "latency_ms_b1", "latency_ms_b32")
+        }
+    entry = {"name": runtime, **timed}
+    for batch in (1, 32):
+        latency = timed[f"latency_ms_b{batch}"]
+        before_ms = getattr(before, f"latency_ms_b{batch}")
+        entry[f"speedup_b{batch}"] = before_ms / latency if latency and before_ms else None
+    return entry
 
 
 def write_report(
@@ -183,6 +214,14 @@ def export_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"fastest at batch 32: {exports['fastest_b32']}, at batch 1: {exports['fastest_b1']} "
             f"(delivered: the run's own model)"
+        )
+    runtime = report.get("runtime") or {}
+    if runtime.get("name", "torch") != "torch" and runtime.get("speedup_b32"):
+        lines.append(
+            f"report.runtime={runtime['name']} ({runtime['precision']}): b1 "
+            f"{runtime['latency_ms_b1']:.3f} ms, b32 {runtime['latency_ms_b32']:.3f} ms; "
+            f"{runtime['speedup_b32']:.2f}x at batch 32, {runtime['speedup_b1']:.2f}x at batch 1 "
+            f"over the entering network in torch"
         )
     return lines
 

@@ -34,6 +34,7 @@ from litcompress.deliver import (
     report_run,
 )
 from litcompress.deploy.export import attach_report, export_run, failed_exports
+from litcompress.deploy.formats import formats_to_export
 from litcompress.errors import ConfigError, ExportError, JobFailed, OutputError, first_line
 from litcompress.outputs import (
     check_writable,
@@ -110,10 +111,12 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
         after = deliver(cfg, module, data, compression, test_acc)
-        if cfg.export:
+        # What the run exports: the formats asked for, and the one report.runtime times.
+        formats = formats_to_export(cfg.export or [], cfg.report.get("runtime", "torch"))
+        if formats:
             measured = after if cfg.report.enabled else None
             exports = export_run(
-                cfg.export, module, data, output_dir, measured, cfg.report.min_run_time_s
+                formats, module, data, output_dir, measured, cfg.report.min_run_time_s
             )
 
     # Report what the run gained and what it cost.

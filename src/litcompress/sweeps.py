@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 JOB_RECORD = "job.json"
 SUMMARY_FILES = ("summary.csv", "summary.md", "pareto.png")
 # The costs a Pareto front is drawn against: report key of the delivered model, axis label.
+# Latency is the delivered model's in the runtime of report.runtime (torch unless set).
 COSTS = {
     "latency_ms_b32": "CPU latency at batch 32 (ms)",
     "file_bytes": "file size (bytes)",
@@ -60,6 +61,9 @@ COLUMNS = [
     "latency_ms_b1_after",
     "latency_ms_b32_after",
     "speedup_b32",
+    "runtime",
+    "runtime_latency_ms_b1",
+    "runtime_latency_ms_b32",
     "pareto_latency",
     "pareto_size",
     "optuna_best",
@@ -86,6 +90,12 @@ class Job:
         """A figure of the report's ``stage`` entry (``None`` without a report)."""
         return (self.report or {}).get(stage, {}).get(key) if self.report else None
 
+    def cost(self, key: str) -> float | None:
+        """A cost of the delivered model: latency in its deployment runtime (the report's
+        ``runtime`` entry, else torch's), other figures as :meth:`figure` gives them."""
+        runtime = (self.report or {}).get("runtime") or {}
+        return runtime[key] if runtime.get(key) is not None else self.figure(key)
+
     def row(self) -> dict[str, Any]:
         report = self.report or {}
         techniques = [
@@ -106,6 +116,9 @@ class Job:
             "latency_ms_b1_after": self.figure("latency_ms_b1"),
             "latency_ms_b32_after": self.figure("latency_ms_b32"),
             "speedup_b32": report.get("speedup_b32"),
+            "runtime": (report.get("runtime") or {}).get("name"),
+            "runtime_latency_ms_b1": (report.get("runtime") or {}).get("latency_ms_b1"),
+            "runtime_latency_ms_b32": (report.get("runtime") or {}).get("latency_ms_b32"),
             "techniques": " | ".join(techniques),
             "error": self.error,
         }
@@ -221,7 +234,7 @@ def _has_params(job: Job, params: dict[str, Any]) -> bool:
 def _points(jobs: Sequence[Job], cost: str) -> list[tuple[float, float] | None]:
     points = []
     for job in jobs:
-        acc, value = job.figure("test_acc"), job.figure(cost)
+        acc, value = job.figure("test_acc"), job.cost(cost)
         done = job.status == "done" and acc is not None and value is not None
         points.append((acc, value) if done else None)
     return points
@@ -337,6 +350,9 @@ def pareto_figure(jobs: Sequence[Job], fronts: dict[str, list[bool]]) -> Any:
                 xytext=(4, 4),
                 textcoords="offset points",
             )
+        runtimes = {(job.report or {}).get("runtime", {}).get("name") for job, _, _ in shown}
+        if cost.startswith("latency") and len(runtimes) == 1 and None not in runtimes:
+            label = label.replace("CPU latency", f"latency in {runtimes.pop()}")
         axes.set_xlabel(label)
         if cost == "file_bytes":  # 500k, 1M rather than an offset of 1e6
             axes.xaxis.set_major_formatter(EngFormatter())

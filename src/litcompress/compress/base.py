@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -156,6 +156,14 @@ class CompressionCallback(Callback):
         the trained network itself is what is deployed (the default).
         """
         return None
+
+    def companions(
+        self, chosen: Collection[str], init_from: str | None, ckpt_path: str | None
+    ) -> list[CompressionCallback]:
+        """Techniques this one adds to the run when they are not ``chosen`` (the names of
+        ``compress=[...]``), for a run from ``init_from`` (resumed from ``ckpt_path``); none by
+        default. Depth pruning adds distillation from the deeper network."""
+        return []
 
     def report_entries(self) -> dict[str, Any]:
         """Entries this technique adds to report.json (by convention under its ``name``)."""

@@ -1,4 +1,5 @@
-"""Structured pruning that really removes channels, neurons and attention heads (torch-pruning).
+"""Structured pruning that really removes channels, neurons, attention heads and whole residual
+blocks (torch-pruning; depth: :mod:`litcompress.compress.depth`).
 
 Transformer attention (``transformers``' BERT family, :mod:`litcompress.models.attention`) loses
 whole heads: a layer at ``ratio`` keeps ``int(heads x (1 - ratio))`` of its heads, one at least
@@ -7,10 +8,13 @@ whole heads: a layer at ``ratio`` keeps ``int(heads x (1 - ratio))`` of its head
 unless ``hidden`` is set. ``nn.MultiheadAttention`` (torchvision's ViT) is narrowed in equal
 shares per head: its head count stays, each head gets narrower.
 
+Depth pruning removes whole residual blocks and Transformer encoder layers (``depth`` or
+``blocks``), before the channels of the same step.
+
 The pruned network is smaller and faster as it is: no masks. Its architecture is recorded in every
-checkpoint as torch-pruning's pruning history (module names and channel indices, plain values), so
-checkpoints reload with ``torch.load(weights_only=True)`` into a fresh network replayed to the same
-shapes.
+checkpoint as torch-pruning's pruning history (module names and channel indices, plain values),
+with an entry ``[block name, "remove_block", []]`` for each block removed, so checkpoints reload
+with ``torch.load(weights_only=True)`` into a fresh network replayed to the same shapes.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import math
 import re
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -39,18 +43,23 @@ from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
 from torchvision.models.vision_transformer import VisionTransformer
 
 from litcompress.compat import GroupRoundingPruner, channel_groups, round_kept_per_group
+from litcompress.compress import depth as depth_pruning
 from litcompress.compress.base import CompressionCallback, fingerprint
 from litcompress.errors import ConfigError
 from litcompress.measure import count_macs, count_params
 from litcompress.models import find_classifier, resolve_layers
 from litcompress.models.attention import attention_modules, head_counts, update_head_counts
+from litcompress.models.blocks import check_removable, remove_block, residual_blocks
 from litcompress.module import ClassifierModule
 from litcompress.pictures import has_tensorboard, layer_bars, log_figure
 from litcompress.spec import Inputs, InputSpec
 
 log = logging.getLogger(__name__)
 
-History = list[list[Any]]  # [[module name, prunes out-channels?, [channel indices]], ...]
+# [[module name, prunes out-channels?, [channel indices]], ...]; a removed block:
+# [block name, REMOVE_BLOCK, []].
+History = list[list[Any]]
+REMOVE_BLOCK = "remove_block"
 
 IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
     "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
@@ -160,16 +169,27 @@ def dependency_graph(net: nn.Module, inputs: Inputs) -> tp.DependencyGraph:
 
 
 def replay_pruning_history(net: nn.Module, history: History, inputs: Inputs) -> None:
-    """Prune a network built fresh exactly as ``history`` says (exact shapes, same channels)."""
-    if not history:
-        return
-    graph = dependency_graph(net, inputs)
-    graph.load_pruning_history([(name, out, list(idxs)) for name, out, idxs in history])
-    after_pruning(net)
+    """Prune a network built fresh exactly as ``history`` says (exact shapes, same channels, the
+    same blocks removed): each run of channel entries on a dependency graph of the network as the
+    blocks removed before it left it."""
+    channels: list[tuple[str, bool, list[int]]] = []
+    for name, out, idxs in [*history, [None, REMOVE_BLOCK, []]]:
+        if out != REMOVE_BLOCK:
+            channels.append((name, out, list(idxs)))
+            continue
+        if channels:
+            dependency_graph(net, inputs).load_pruning_history(channels)
+            after_pruning(net)
+            channels = []
+        if name is not None:
+            remove_block(net, name, inputs)
 
 
 def _normalise(history: Sequence[Sequence[Any]]) -> History:
-    return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in history]
+    return [
+        [str(name), out if out == REMOVE_BLOCK else bool(out), [int(i) for i in idxs]]
+        for name, out, idxs in history
+    ]
 
 
 class PruneCallback(CompressionCallback):
@@ -210,6 +230,15 @@ class PruneCallback(CompressionCallback):
         hidden: also narrow a Transformer's hidden width (token embeddings, the residual stream
             and its LayerNorms); ``False`` keeps it (networks without ``nn.Embedding`` are
             unaffected).
+        depth: remove whole residual blocks (Transformers: encoder layers): a fraction of the
+            removable ones in (0, 1) or a count >= 1, those of lowest bypass cost
+            (:mod:`litcompress.compress.depth`); ``None`` keeps them. With ``ratio=0`` only
+            blocks go.
+        blocks: instead of ``depth``, the names of the blocks to remove.
+        depth_batches: validation batches on which the bypass cost of each block is measured.
+        depth_distill: when blocks go and the run starts from a trained network (``init_from``)
+            without ``compress=distill``, fine-tune by distilling from the network as it entered
+            (``compress.distill`` with its defaults); ``False``: plain fine-tuning.
     """
 
     name = "prune"
@@ -232,6 +261,10 @@ class PruneCallback(CompressionCallback):
         taylor_batches: int = 4,
         layer_ratios: dict[str, float] | str | None = None,
         hidden: bool = False,
+        depth: float | None = None,
+        blocks: Sequence[str] = (),
+        depth_batches: int = 8,
+        depth_distill: bool = True,
     ) -> None:
         if not 0.0 <= ratio < 1.0:
             raise ConfigError(
@@ -269,6 +302,17 @@ class PruneCallback(CompressionCallback):
             )
         if iterative_steps < 1:
             raise ConfigError(f"compress.prune.iterative_steps={iterative_steps} must be >= 1.")
+        depth_pruning.check_depth(depth)
+        if depth is not None and blocks:
+            raise ConfigError(
+                f"compress.prune.depth={depth} and compress.prune.blocks={list(blocks)} both say "
+                f"which blocks go: set one (depth=null to remove the named blocks)."
+            )
+        if depth_batches < 1:
+            raise ConfigError(
+                f"compress.prune.depth_batches={depth_batches}: the bypass cost of each block is "
+                f"measured on that many validation batches; use at least 1 (e.g. 8)."
+            )
         self.start_epoch = start_epoch
         self.end_epoch = end_epoch
         self.iterative_steps = iterative_steps
@@ -294,6 +338,15 @@ class PruneCallback(CompressionCallback):
         self.taylor_batches = taylor_batches
         self.layer_ratios = layer_ratios
         self.hidden = hidden
+        self.depth = depth
+        self.blocks = list(blocks)
+        self.depth_batches = depth_batches
+        self.depth_distill = depth_distill
+        # Restored from checkpoints: blocks to remove in all, removed so far, their bypass costs.
+        self.depth_total = len(self.blocks)
+        self.depth_candidates = 0
+        self.removed_blocks: list[str] = []
+        self.bypass_costs: dict[str, float] = {}
         # Restored from checkpoints: steps done and the size after each (for the report).
         self.steps_done = 0
         self.base_macs: int | None = None
@@ -358,6 +411,10 @@ class PruneCallback(CompressionCallback):
             "prunable": self.prunable,
             "base_channels": self.base_channels,
             "base_heads": self.base_heads,
+            "depth_total": self.depth_total,
+            "depth_candidates": self.depth_candidates,
+            "removed_blocks": self.removed_blocks,
+            "bypass_costs": self.bypass_costs,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -367,6 +424,10 @@ class PruneCallback(CompressionCallback):
         self.prunable = state_dict.get("prunable", [])
         self.base_channels = state_dict.get("base_channels")
         self.base_heads = state_dict.get("base_heads", {})
+        self.depth_total = state_dict.get("depth_total", len(self.blocks))
+        self.depth_candidates = state_dict.get("depth_candidates", 0)
+        self.removed_blocks = state_dict.get("removed_blocks", [])
+        self.bypass_costs = state_dict.get("bypass_costs", {})
 
     # -- hooks ------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: ClassifierModule, stage: str) -> None:
@@ -378,6 +439,8 @@ class PruneCallback(CompressionCallback):
         head = find_classifier(net, self._inputs)[1]
         resolve_layers(net, self.ignored_layers, "compress.prune.ignored_layers")  # names exist
         resolve_layers(net, list(self.layer_ratios), "compress.prune.layer_ratios")
+        if self.blocks:
+            check_removable(net, self.blocks, self._inputs, "compress.prune.blocks")
         names = {id(m): name for name, m in net.named_modules()}
         # By name: trial prunes of a copy ignore the copy's layers.
         self._ignored = [names[id(head)], *self.ignored_layers]
@@ -399,13 +462,20 @@ class PruneCallback(CompressionCallback):
             return
         if self.base_macs is None:
             self.base_macs = count_macs(net, self._inputs)
+        if self.depth is not None:
+            found = depth_pruning.candidates(net, self._ignored)
+            self.depth_candidates = len(found)
+            self.depth_total = depth_pruning.blocks_to_remove(self.depth, found, net)
+        elif self.blocks:
+            self.depth_candidates = len(residual_blocks(net))
         steps_now = self.schedule[0] == 0 and self.sparsity_reg == 0
         self.prunable, self.base_channels = [], None  # found by the first pruner (_pruner)
         # Large networks take a while to trace (minutes for a full-size Swin): say what happens.
         log.info(
-            "Tracing %s (%d modules) for torch-pruning%s",
+            "Tracing %s (%d modules) for %s%s",
             type(net).__name__,
             sum(1 for _ in net.modules()),
+            "torch-pruning" if self._channels_on else "its residual blocks",
             "" if steps_now else ": a trial prune of a copy, before training",
         )
         if self.speedup:
@@ -458,10 +528,10 @@ class PruneCallback(CompressionCallback):
         layers: dict[str, float] | None = None,
     ):
         modules = dict(net.named_modules())
-        ignored = [modules[name] for name in self._ignored]
+        ignored = [modules[name] for name in self._ignored if name in modules]
         if not self.hidden:
             ignored += hidden_layers(net)
-        ratios = {modules[name]: ratio for name, ratio in (layers or {}).items()}
+        ratios = {modules[n]: ratio for n, ratio in (layers or {}).items() if n in modules}
         kwargs = dict(
             importance=IMPORTANCES[importance or self.importance](),
             pruning_ratio=ratio,
@@ -557,17 +627,70 @@ class PruneCallback(CompressionCallback):
             *x, y = (t.to(pl_module.device) for t in batch)
             nn.functional.cross_entropy(net(*x), y).backward()
 
+    @property
+    def _channels_on(self) -> bool:
+        """Whether channels are pruned (else only blocks go: ``ratio=0`` with ``depth``)."""
+        return bool(self.ratio or self.speedup or self.layer_ratios)
+
+    def _remember_base(self, net: nn.Module) -> None:
+        """Find the prunable layers of ``net`` as it enters, before blocks go."""
+        if self.depth_total and self._channels_on and self.base_channels is None:
+            self._pruner(net, 0.0)
+
+    def _remove_blocks(
+        self,
+        net: nn.Module,
+        done: int,
+        removed: Sequence[str],
+        costs_of: Callable[[list], dict[str, float]] | None = None,
+        last: bool = False,
+    ) -> History:
+        """Remove the blocks due at the step after ``done`` steps (``last``: all that are still
+        due), ``removed`` being gone already: the named ones in order, or the cheapest by
+        ``costs_of`` (``None``: in module order, for trials); returns their history entries."""
+        steps = done + 1 if last else self.iterative_steps
+        count = depth_pruning.due_now(self.depth_total, done, steps, len(removed))
+        if not count:
+            return []
+        if self.blocks:
+            names = [n for n in self.blocks if n not in removed][:count]
+        else:
+            found = depth_pruning.candidates(net, self._ignored)
+            costs = costs_of(found) if costs_of else {b.name: 0.0 for b in found}
+            names = depth_pruning.cheapest(net, costs, count)
+            if costs_of:
+                self.bypass_costs = costs
+                log.info("Depth pruning: %s", depth_pruning.describe(costs, names))
+        for name in names:
+            remove_block(net, name, self._inputs)
+        return [[name, REMOVE_BLOCK, []] for name in names]
+
+    def _bypass_costs(self, trainer: L.Trainer, pl_module: ClassifierModule, blocks: list):
+        """Bypass cost of each of ``blocks`` on the first validation batches."""
+        net = pl_module.net
+        device = next(net.parameters()).device
+        loader = trainer.datamodule.val_dataloader()
+        batches = [
+            tuple(t.to(device) for t in batch) for batch in islice(loader, self.depth_batches)
+        ]
+        return depth_pruning.bypass_costs(net, blocks, batches)
+
     def _step(self, trainer: L.Trainer, pl_module: ClassifierModule) -> None:
         net = pl_module.net
         before = _widths(net)
         history = None
         if trainer.is_global_zero:
-            run = functools.partial(self._run, trainer=trainer, pl_module=pl_module)
-            history = self._prune(net, self.steps_done, run)
+            self._remember_base(net)
+            costs_of = functools.partial(self._bypass_costs, trainer, pl_module)
+            history = self._remove_blocks(net, self.steps_done, self.removed_blocks, costs_of)
+            if self._channels_on:
+                run = functools.partial(self._run, trainer=trainer, pl_module=pl_module)
+                history += self._prune(net, self.steps_done, run)
         if trainer.world_size > 1:
             history = trainer.strategy.broadcast(history, src=0)
             if not trainer.is_global_zero:
                 replay_pruning_history(net, history, self._inputs)
+        self.removed_blocks += [name for name, kind, _ in history if kind == REMOVE_BLOCK]
         pl_module.form.setdefault(self.form_key, []).extend(history)
         self.steps_done += 1
         if trainer.world_size > 1:  # every rank must now hold the very same network
@@ -591,6 +714,8 @@ class PruneCallback(CompressionCallback):
             "macs": macs,
             "channels": channels,
         }
+        if self.depth_total:
+            step["blocks_removed"] = len(self.removed_blocks)
         if self.base_heads:
             step["heads"] = head_counts(net)
             step["widths"] = _widths(net)
@@ -622,7 +747,9 @@ class PruneCallback(CompressionCallback):
             )
         if last and self.round_to is None and _int8_follows(trainer):
             modules = dict(net.named_modules())
-            hint = int8_width_hint({name: _widths_of(modules[name]) for name in self.prunable})
+            hint = int8_width_hint(
+                {name: _widths_of(modules[name]) for name in self.prunable if name in modules}
+            )
             if hint:
                 log.warning(hint)
         for logger in trainer.loggers:
@@ -642,6 +769,16 @@ class PruneCallback(CompressionCallback):
                 totals=[before.get(name, width) for name, width in after.items()],
             )
             log_figure(trainer.loggers, "prune/channels_kept", figure, self.steps_done)
+            if self.bypass_costs:
+                names = list(self.bypass_costs)
+                figure = layer_bars(
+                    names,
+                    [self.bypass_costs[n] for n in names],
+                    f"Bypass cost of each residual block before pruning step {self.steps_done} "
+                    f"({len(self.removed_blocks)} removed so far)",
+                    "validation cross-entropy rise when the block alone is bypassed",
+                )
+                log_figure(trainer.loggers, "prune/bypass_cost", figure, self.steps_done)
 
     def _ratio_for_macs(self, net: nn.Module, target_macs: float) -> float:
         """The smallest ratio (to 1/1000) at which a one-shot prune of ``net`` leaves at most
@@ -675,11 +812,16 @@ class PruneCallback(CompressionCallback):
     def _trial(self, net: nn.Module) -> None:
         """Prune a copy of ``net`` by the whole schedule now, ranking channels by magnitude
         (which needs no gradients; how many channels each layer loses does not depend on the
-        ranking): what torch-pruning cannot do, or a ratio it cannot reach, fails early."""
+        ranking) and removing blocks in order: what torch-pruning cannot do, or a ratio it cannot
+        reach, fails early."""
         trial = copy.deepcopy(net)
         before = _widths(trial)
+        self._remember_base(trial)
+        removed: list[str] = []
         for done in range(self.iterative_steps):
-            self._prune(trial, done, lambda pruner: prune_step(pruner, trial), importance="l2")
+            removed += [n for n, _, _ in self._remove_blocks(trial, done, removed)]
+            if self._channels_on:
+                self._prune(trial, done, lambda pruner: prune_step(pruner, trial), importance="l2")
         self._check_honoured(trial, before, _widths(trial))
 
     def _check_honoured(self, net: nn.Module, before: dict[str, int], after: dict[str, int]):
@@ -706,7 +848,7 @@ class PruneCallback(CompressionCallback):
         # An attention module of one head cannot lose a head: its projections stay, rightly.
         projections = {id(p) for a in attention_modules(net) if a.heads == 1 for p in a.projections}
         single = {name for name, layer in net.named_modules() if id(layer) in projections}
-        whole = [n for n in self.prunable if after[n] == before[n] > 1 and n not in single]
+        whole = [n for n in self.prunable if after.get(n) == before[n] > 1 and n not in single]
         achieved = 1 - _channels(net, self.prunable) / self.base_channels
         name = type(net).__name__
         if whole and not self.global_pruning:
@@ -815,6 +957,8 @@ class PruneCallback(CompressionCallback):
     def _check_reachable(self, net: nn.Module) -> None:
         """Dry-run the MACs target on a copy, so an unreachable one fails before training."""
         trial = copy.deepcopy(net)
+        self._remember_base(trial)
+        self._remove_blocks(trial, 0, [], last=True)
         # Reachability depends on the layers and limits, not on the ranking: rank by magnitude,
         # which needs no gradients (taylor would).
         if attention_modules(trial):
@@ -835,6 +979,28 @@ class PruneCallback(CompressionCallback):
             + (", or raise max_layer_ratio." if self.max_layer_ratio < 1 else ".")
         )
 
+    def companions(
+        self, chosen: Collection[str], init_from: str | None, ckpt_path: str | None
+    ) -> list[CompressionCallback]:
+        """Distillation from the network as it entered, when blocks go from a trained network
+        and ``compress=distill`` is not chosen (``depth_distill``)."""
+        if not (self.depth or self.blocks) or not self.depth_distill or "distill" in chosen:
+            return []
+        if not init_from:
+            log.info(
+                "compress.prune.depth: the network trains from scratch (no init_from), so the "
+                "fine-tuning after blocks go does not distil from a trained deeper network."
+            )
+            return []
+        from litcompress.compress.distill import DistillCallback
+
+        log.info(
+            "compress.prune.depth: fine-tuning distils from the network before blocks go "
+            "(compress.distill with its defaults; compress.prune.depth_distill=false to fine-tune "
+            "without, or compress=[prune,distill] to set its options)."
+        )
+        return [DistillCallback(init_from=init_from, ckpt_path=ckpt_path)]
+
     def report_entries(self) -> dict[str, Any]:
         """What this technique adds to report.json: what was asked and what was achieved."""
         entry: dict[str, Any] = {
@@ -843,24 +1009,53 @@ class PruneCallback(CompressionCallback):
             "speedup_target": self.speedup,
             "steps": self.steps,
         }
-        if self.steps and self.base_channels:
-            last = self.steps[-1]
-            entry["achieved_ratio"] = 1 - last["channels"] / self.base_channels
-            entry["achieved_macs_speedup"] = self.base_macs / last["macs"]
-            asked = f"{self.speedup:.2f}x fewer MACs" if self.speedup else f"ratio {self.ratio:.2f}"
-            entry["summary"] = (
-                f"asked {asked}; removed {entry['achieved_ratio']:.1%} of the channels of "
-                f"{len(self.prunable)} prunable layers ({self.base_channels:,} -> "
-                f"{last['channels']:,}), {entry['achieved_macs_speedup']:.2f}x fewer MACs"
+        if self.depth_total:
+            entry["depth"] = {
+                "asked": self.depth if self.depth is not None else list(self.blocks),
+                "blocks": [self.depth_candidates, self.depth_candidates - len(self.removed_blocks)],
+                "removed": list(self.removed_blocks),
+                "bypass_costs": dict(self.bypass_costs),
+            }
+        if not self.steps:
+            return {"prune": entry}
+        last = self.steps[-1]
+        entry["achieved_macs_speedup"] = self.base_macs / last["macs"]
+        done = []
+        if self.removed_blocks:
+            names = ", ".join(self.removed_blocks[:3]) + (
+                ", ..." if len(self.removed_blocks) > 3 else ""
             )
-            if "heads" in last:
-                kept = last["heads"]
-                entry["heads"] = {n: [h, kept.get(n, h)] for n, h in self.base_heads.items()}
-                entry["summary"] += (
-                    f"; attention heads {sum(self.base_heads.values())} -> {sum(kept.values())} "
-                    f"({', '.join(str(kept.get(n, h)) for n, h in self.base_heads.items())} "
-                    f"per layer)"
-                )
+            done.append(
+                f"removed {len(self.removed_blocks)} of {self.depth_candidates} residual blocks "
+                f"({names})"
+            )
+        if self.base_channels:
+            entry["achieved_ratio"] = 1 - last["channels"] / self.base_channels
+            done.append(
+                f"removed {entry['achieved_ratio']:.1%} of the channels of "
+                f"{len(self.prunable)} prunable layers ({self.base_channels:,} -> "
+                f"{last['channels']:,})"
+            )
+        asked = []
+        if self._channels_on:
+            asked.append(
+                f"{self.speedup:.2f}x fewer MACs" if self.speedup else f"ratio {self.ratio:.2f}"
+            )
+        if self.depth_total:
+            asked.append(
+                f"depth {self.depth}" if self.depth is not None else f"{len(self.blocks)} blocks"
+            )
+        entry["summary"] = (
+            f"asked {', '.join(asked)}; {'; '.join(done) or 'nothing removed'}, "
+            f"{entry['achieved_macs_speedup']:.2f}x fewer MACs"
+        )
+        if self.base_channels and "heads" in last:
+            kept = last["heads"]  # a removed layer's attention has none left
+            entry["heads"] = {n: [h, kept.get(n, 0)] for n, h in self.base_heads.items()}
+            entry["summary"] += (
+                f"; attention heads {sum(self.base_heads.values())} -> {sum(kept.values())} "
+                f"({', '.join(str(kept.get(n, 0)) for n in self.base_heads)} per layer)"
+            )
         return {"prune": entry}
 
 
@@ -998,6 +1193,8 @@ class PrunedOptimizerState:
         sliced = {key: dict(twin.named_parameters()) for key, twin in self.twins.items()}
         state = {}
         for name, other in self.other.items():
+            if any(name not in params for params in sliced.values()):
+                continue  # its block was removed
             state[name] = {**other, **{k: p[name].detach().clone() for k, p in sliced.items()}}
         return state
 
@@ -1081,7 +1278,7 @@ def _widths_of(module: nn.Module) -> int:
 def _channels(net: nn.Module, names: Sequence[str]) -> int:
     """Output channels of the layers ``names`` of ``net``, together."""
     modules = dict(net.named_modules())
-    return sum(_widths_of(modules[name]) for name in names)
+    return sum(_widths_of(modules[name]) for name in names if name in modules)
 
 
 def _width_table(before: dict[str, int], after: dict[str, int]) -> str:
