@@ -48,7 +48,7 @@ LAYERS: dict[str, int] = {
     # 3: techniques and deployment
     **dict.fromkeys(["compress", "deploy", "sensitivity"], 3),
     # 4: the steps of a run
-    **dict.fromkeys(["build", "preflight", "resume", "deliver", "sweeps"], 4),
+    **dict.fromkeys(["build", "preflight", "resume", "deliver", "sweeps", "auto"], 4),
     # 5: entry points
     **dict.fromkeys(["run", "cli", "__main__"], 5),
 }

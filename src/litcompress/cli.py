@@ -1,10 +1,12 @@
-"""The ``litcompress`` command: export, predict and evaluate what a run delivered, and analyse
-how much each of its layers tolerates pruning (``sensitivity``).
+"""The ``litcompress`` command: export, predict and evaluate what a run delivered, analyse
+how much each of its layers tolerates pruning (``sensitivity``), and search for the fastest
+model within an accuracy budget (``auto``).
 
 ``train.py`` trains; this command deploys. Its subcommands take Lightning CLI's names where they
 fit (``predict``) and Hydra overrides where a data set is needed (``data=shapes``,
-``data.data_dir=...``). Exit status: 0 done, 1 an export or a runtime failed, 2 bad input (one
-paragraph saying what to change), 3 some image files could not be read (the rest were predicted).
+``data.data_dir=...``). Exit status: 0 done, 1 an export or a runtime failed (``auto``: no trial
+within the budget), 2 bad input (one paragraph saying what to change), 3 some image files could
+not be read (the rest were predicted), 130 interrupted (``auto`` goes on with the same command).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("litcompress")
 
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SKIPPED = 1, 2, 3
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def parser() -> argparse.ArgumentParser:
@@ -139,6 +141,63 @@ def parser() -> argparse.ArgumentParser:
     sens.add_argument("--importance", default="l2", help="channel ranking (as compress.prune)")
     sens.add_argument("--output", help="output folder (default: <run>/sensitivity)")
     _threads(sens)
+    auto = commands.add_parser(
+        "auto",
+        help="the fastest deployable model within an accuracy budget (a search of trial runs)",
+        description="From a trained network, search techniques and their settings (channel "
+        "and depth pruning, round_to, distillation, PTQ or QAT, epochs of fine-tuning) with "
+        "Optuna, each trial a train.py run measured in the deployment runtime: validation "
+        "accuracy and latency at the batch size. The fastest trial within --max-drop of the "
+        "network's validation accuracy is confirmed on the test split and delivered "
+        "(<output>/delivered/), with summary.md/.csv, trade_off.png and auto.json. The same "
+        "command with the same --output goes on with a stopped search.",
+    )
+    auto.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="the trained network")
+    auto.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="train.py overrides every trial shares (default data: the checkpoint's own), "
+        "e.g. optim.lr=1e-4 data.batch_size=64",
+    )
+    auto.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.01,
+        help="validation accuracy the model may lose (default 0.01: one point)",
+    )
+    auto.add_argument(
+        "--runtime",
+        default="openvino",
+        help="where the model will run: openvino (default), onnxruntime or torch",
+    )
+    auto.add_argument("--batch", type=int, default=32, help="batch size timed (default 32)")
+    auto.add_argument("--trials", type=int, default=20, help="trials in all (default 20)")
+    auto.add_argument(
+        "--epochs", type=int, default=3, help="most epochs of fine-tuning per trial (default 3)"
+    )
+    auto.add_argument(
+        "--quant", default="none,ptq,qat", help="int8 methods tried (default none,ptq,qat)"
+    )
+    auto.add_argument("--timeout-min", type=float, help="start no trial after this many minutes")
+    auto.add_argument("--trial-timeout-min", type=float, help="stop a trial after this long")
+    auto.add_argument(
+        "--try",
+        dest="tries",
+        action="append",
+        default=[],
+        help="a point to try first, e.g. 'ratio=0.5 depth=0.25 quant=qat epochs=2' (repeatable)",
+    )
+    auto.add_argument(
+        "--cluster",
+        default="none",
+        help="none (default: trials as processes here), local or slurm (cluster=... of train.py)",
+    )
+    auto.add_argument("--output", help="the search's folder (default outputs/auto/<date>_<time>)")
+    auto.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    auto.add_argument(
+        "--min-run-time", type=float, default=1.0, help="seconds of timing per measurement"
+    )
     summ = commands.add_parser(
         "summarize",
         help="the summary of a sweep or any folder of runs",
@@ -423,6 +482,32 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_auto(args: argparse.Namespace) -> int:
+    from litcompress.auto.search import AutoOptions, search
+
+    options = AutoOptions(
+        source=args.source,
+        max_drop=args.max_drop,
+        runtime=args.runtime,
+        batch=args.batch,
+        trials=args.trials,
+        max_epochs=args.epochs,
+        timeout_min=args.timeout_min,
+        trial_timeout_min=args.trial_timeout_min,
+        output=args.output,
+        cluster=args.cluster,
+        seed=args.seed,
+        tries=args.tries,
+        overrides=args.overrides,
+        min_run_time_s=args.min_run_time,
+        quant=tuple(q.strip() for q in args.quant.split(",") if q.strip()),
+    )
+    found = search(options)
+    if found.record.get("interrupted"):
+        return EXIT_INTERRUPTED
+    return 0 if found.best is not None else EXIT_FAILED
+
+
 def run_summarize(args: argparse.Namespace) -> int:
     from litcompress.sweeps import summarize
 
@@ -442,6 +527,7 @@ COMMANDS = {
     "evaluate": run_evaluate,
     "sensitivity": run_sensitivity,
     "summarize": run_summarize,
+    "auto": run_auto,
 }
 
 

@@ -1,0 +1,151 @@
+"""What ``litcompress auto`` searches: techniques and their settings, as ``train.py`` overrides.
+
+A point of the search is a :data:`Settings` mapping:
+
+* ``ratio``: share of channels (Transformers: of heads and FFN neurons) pruned, 0 for none;
+* ``round_to``: channel counts kept multiples of it (``None``: any), when channels are pruned;
+* ``depth``: share of the removable residual blocks (encoder layers) removed, 0 for none;
+* ``distill``: fine-tune by distilling from the entering network, when something is pruned;
+* ``quant``: ``none``, ``ptq`` (int8 after fine-tuning) or ``qat`` (int8-aware fine-tuning);
+* ``epochs``: epochs of fine-tuning (0 when nothing changes the network's form, or PTQ alone).
+
+Optuna samples them define-by-run (a setting that cannot matter is not sampled), and a point
+given by hand (``--try``) names them as ``ratio=0.5 depth=0.25 quant=qat epochs=2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litcompress.errors import ConfigError
+
+Settings = dict[str, Any]
+QUANT = ("none", "ptq", "qat")
+ROUND_TO = (None, 8)
+STEP = 0.05  # of the ratio and the depth share
+
+
+@dataclass(frozen=True)
+class Space:
+    """The bounds of the search.
+
+    Attributes:
+        max_ratio: the largest channel ratio tried.
+        max_depth: the largest share of removable blocks tried (0: the network has none).
+        max_epochs: the most epochs of fine-tuning.
+        quant: the int8 methods tried (``none`` among them: fp32 delivered).
+    """
+
+    max_ratio: float = 0.8
+    max_depth: float = 0.75
+    max_epochs: int = 3
+    quant: tuple[str, ...] = QUANT
+
+    def suggest(self, trial: Any) -> Settings:
+        """The settings of an Optuna ``trial`` (sampled, or those enqueued for it)."""
+        ratio = trial.suggest_float("ratio", 0.0, self.max_ratio, step=STEP)
+        depth = (
+            trial.suggest_float("depth", 0.0, self.max_depth, step=STEP)
+            if self.max_depth > 0
+            else 0.0
+        )
+        prunes = ratio > 0 or depth > 0
+        settings: Settings = {
+            "ratio": ratio,
+            "round_to": trial.suggest_categorical("round_to", ROUND_TO) if ratio > 0 else None,
+            "depth": depth,
+            "distill": trial.suggest_categorical("distill", (False, True)) if prunes else False,
+            "quant": trial.suggest_categorical("quant", self.quant),
+        }
+        trains = prunes or settings["quant"] == "qat"
+        settings["epochs"] = trial.suggest_int("epochs", 1, self.max_epochs) if trains else 0
+        return settings
+
+
+def overrides(settings: Settings) -> list[str]:
+    """The ``train.py`` overrides of ``settings`` (the run starts from the trained network)."""
+    techniques, options = [], []
+    if settings["ratio"] > 0 or settings["depth"] > 0:
+        techniques.append("prune")
+        options += [
+            f"compress.prune.ratio={settings['ratio']}",
+            f"compress.prune.depth={settings['depth'] or 'null'}",
+            f"compress.prune.round_to={settings.get('round_to') or 'null'}",
+        ]
+        if settings["distill"]:
+            techniques.append("distill")
+        else:
+            options.append("compress.prune.depth_distill=false")
+    if settings["quant"] != "none":
+        techniques.append(settings["quant"])
+    chosen = f"[{','.join(techniques)}]" if techniques else "none"
+    return [f"compress={chosen}", *options, f"trainer.max_epochs={settings['epochs']}"]
+
+
+def describe(settings: Settings) -> str:
+    """A few words for progress lines and tables: ``prune 0.45/8 + depth 0.25 + distill + qat,
+    2 epochs``."""
+    parts = []
+    if settings["ratio"] > 0:
+        rounding = f"/{settings['round_to']}" if settings.get("round_to") else ""
+        parts.append(f"prune {settings['ratio']:.2f}{rounding}")
+    if settings["depth"] > 0:
+        parts.append(f"depth {settings['depth']:.3g}")
+    if settings["distill"]:
+        parts.append("distill")
+    if settings["quant"] != "none":
+        parts.append(settings["quant"])
+    what = " + ".join(parts) or "as it is"
+    epochs = settings["epochs"]
+    return f"{what}, {epochs} epoch{'s' if epochs != 1 else ''}" if epochs else what
+
+
+def parse_point(text: str, space: Space) -> Settings:
+    """A point given by hand (``--try``): ``key=value`` words; the others are sampled.
+
+    Raises:
+        ConfigError: an unknown key or a value outside the space.
+    """
+    point: Settings = {}
+    for word in text.split():
+        key, _, value = word.partition("=")
+        if key in ("ratio", "depth"):  # the grid Optuna samples (it resamples values off it)
+            high = space.max_ratio if key == "ratio" else space.max_depth
+            point[key] = _number(word, value, 0.0, high)
+            if abs(point[key] / STEP - round(point[key] / STEP)) > 1e-6:
+                raise ConfigError(f"--try {word}: {key} is searched in steps of {STEP}.")
+        elif key == "round_to":
+            point[key] = None if value in ("null", "none", "") else int(_number(word, value, 1, 64))
+        elif key == "distill":
+            point[key] = _flag(word, value)
+        elif key == "quant":
+            if value not in space.quant:
+                raise ConfigError(f"--try {word}: quant is one of {', '.join(space.quant)}.")
+            point[key] = value
+        elif key == "epochs":
+            point[key] = int(_number(word, value, 0, space.max_epochs))
+        else:
+            raise ConfigError(
+                f"--try {word}: unknown setting {key!r}; the settings are ratio, round_to, "
+                f"depth, distill, quant and epochs (e.g. --try 'ratio=0.5 quant=qat epochs=2')."
+            )
+    return point
+
+
+def _number(word: str, value: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"--try {word}: {value!r} is not a number.") from None
+    if not low <= number <= high:
+        raise ConfigError(f"--try {word}: must be within [{low}, {high}].")
+    return number
+
+
+def _flag(word: str, value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"--try {word}: give true or false.")

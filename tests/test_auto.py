@@ -1,0 +1,147 @@
+"""litcompress auto: a search whose trials are real runs measured in the deployment runtime; a
+trial over the accuracy budget is kept as infeasible, the fastest feasible one is delivered within
+the budget, and a stopped search goes on from its study."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from litcompress.auto.search import AutoOptions
+from litcompress.auto.space import Space, describe, overrides, parse_point
+from litcompress.auto.trial import Launch, check_overrides
+from litcompress.cli import main as cli_main
+from litcompress.deploy.runtimes import load_artifact
+from litcompress.errors import ConfigError
+from tests.conftest import FAST
+
+SETTINGS = {
+    "ratio": 0.4,
+    "round_to": 8,
+    "depth": 0.25,
+    "distill": False,
+    "quant": "qat",
+    "epochs": 2,
+}
+
+
+def test_a_point_of_the_search_is_a_train_py_command_line():
+    assert overrides(SETTINGS) == [
+        "compress=[prune,qat]",
+        "compress.prune.ratio=0.4",
+        "compress.prune.depth=0.25",
+        "compress.prune.round_to=8",
+        "compress.prune.depth_distill=false",
+        "trainer.max_epochs=2",
+    ]
+    assert describe(SETTINGS) == "prune 0.40/8 + depth 0.25 + qat, 2 epochs"
+    as_is = {"ratio": 0.0, "depth": 0.0, "distill": False, "quant": "ptq", "epochs": 0}
+    assert overrides(as_is) == ["compress=[ptq]", "trainer.max_epochs=0"]
+    distilled = {**SETTINGS, "distill": True, "quant": "none"}
+    assert overrides(distilled)[0] == "compress=[prune,distill]"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ratio=0.9", r"ratio=0.9: must be within \[0.0, 0.8\]"),
+        ("depth=0.33", r"depth is searched in steps of 0.05"),
+        ("quant=int4", r"quant is one of none, ptq, qat"),
+        ("width=3", r"unknown setting 'width'"),
+        ("distill=maybe", r"give true or false"),
+    ],
+)
+def test_a_bad_point_to_try_is_refused(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_point(text, Space())
+
+
+def test_options_every_trial_sets_itself_are_refused():
+    check_overrides(["data=shapes", "optim.lr=1e-4", "trainer.accelerator=cpu"])
+    for override in ("compress=prune", "trainer.max_epochs=5", "report.runtime=torch"):
+        with pytest.raises(ConfigError, match="litcompress auto sets"):
+            check_overrides([override])
+    with pytest.raises(ConfigError, match="--max-drop 1.5 must be an accuracy drop"):
+        AutoOptions("x", max_drop=1.5).check()
+    with pytest.raises(ConfigError, match="--runtime='tensorrt' is not a runtime"):
+        AutoOptions("x", runtime="tensorrt").check()
+    with pytest.raises(ConfigError, match="--quant int4"):
+        AutoOptions("x", quant=("int4",)).check()
+
+
+def test_on_a_cluster_a_trial_is_a_one_job_sweep_of_its_launcher(tmp_path):
+    command, run_dir = Launch(["data=shapes"], cluster="slurm").command(["compress=none"], tmp_path)
+    assert command[1].endswith("train.py") and command[3:7] == [
+        "-m",
+        "cluster=slurm",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweep.subdir=run",
+    ]
+    assert command[-2:] == ["data=shapes", "compress=none"] and run_dir == tmp_path / "run"
+    command, run_dir = Launch([]).command(["compress=none"], tmp_path)
+    assert "-m" not in command and command[-1] == f"hydra.run.dir={tmp_path}"
+
+
+# A trial that prunes a trained ResNet-8 to nothing is over any budget; the network as it is
+# loses nothing.
+OVER = "ratio=0.8 round_to=null depth=0.75 quant=none epochs=1"
+AS_IS = "ratio=0 depth=0 quant=none"
+
+
+def auto(checkpoint: Path, output: Path, *args: str) -> int:
+    return cli_main(
+        [
+            "auto",
+            str(checkpoint),
+            *FAST,
+            "--max-drop=0.05",
+            "--runtime=onnxruntime",
+            "--quant=none",
+            "--epochs=1",
+            "--min-run-time=0.05",
+            f"--output={output}",
+            *args,
+        ]
+    )
+
+
+def rows(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "summary.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_the_fastest_trial_within_the_budget_is_delivered_and_a_stopped_search_goes_on(
+    trained_resnet8, tmp_path
+):
+    output = tmp_path / "search"
+    assert auto(trained_resnet8, output, "--trials=2", f"--try={OVER}", f"--try={AS_IS}") == 0
+    record = json.loads((output / "auto.json").read_text())
+    baseline = record["baseline"]
+    over, as_is = rows(output)
+    assert over["feasible"] == "False" and float(over["drop"]) > 0.05
+    assert as_is["feasible"] == "True" and float(as_is["drop"]) == 0.0
+    delivered = record["delivered"]
+    assert delivered["trial"] == 1 and delivered["val_drop"] <= 0.05
+    assert delivered["artifact"] == "delivered/model.onnx"
+    # The delivered model, loaded and run: its validation accuracy is the one measured.
+    assert load_artifact(output / delivered["artifact"]).runtime == "onnxruntime"
+    assert (output / "delivered" / "report.json").is_file()
+    assert delivered["test_acc_before"] == pytest.approx(delivered["test_acc"])
+    assert baseline["latency_ms"] > 0 and baseline["torch_eager_ms"] > 0
+    assert (output / "trade_off.png").stat().st_size > 10_000
+    # A trial still running when the search was killed counts as failed when it goes on.
+    study = optuna.load_study(study_name="litcompress_auto", storage=f"sqlite:///{output}/study.db")
+    study.ask()
+    # Other settings on the same folder would mix two searches.
+    assert auto(trained_resnet8, output, "--trials=3", "--batch=1") == 2
+    assert auto(trained_resnet8, output, "--trials=4") == 0
+    study = optuna.load_study(study_name="litcompress_auto", storage=f"sqlite:///{output}/study.db")
+    states = [t.state.name for t in study.trials]
+    assert states[:2] == ["COMPLETE", "COMPLETE"] and states[2] == "FAIL" and len(states) == 4
+    assert [row["trial"] for row in rows(output)] == ["0", "1", "2", "3"]
+    assert json.loads((output / "auto.json").read_text())["baseline"] == baseline  # kept
