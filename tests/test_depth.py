@@ -7,8 +7,6 @@ Resume after a kill and DDP are covered with channel pruning (test_resume.py, te
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from litcompress.models import CifarResNet, vit
 from litcompress.models.blocks import Skipped, bypassed, remove_block, residual_blocks
 from litcompress.run import run
 from tests.conftest import FAST, compose_config, shared_run
+from tests.test_prune import outputs_in_a_fresh_process
 
 RESNET14 = ["model=resnet", "model.depth=14", "model.width=8"]
 
@@ -163,25 +162,7 @@ def test_a_depth_pruned_checkpoint_reloads_in_a_fresh_process_with_the_same_outp
     net = load_network(checkpoint)
     assert sum(p.numel() for p in net.parameters()) == report["after"]["params"]
     x = torch.randn(8, 1, 8, 8)
-    torch.save(x, tmp_path / "x.pt")
-    script = (
-        "import sys, torch\n"
-        "from litcompress.checkpoint import load_network\n"
-        "net = load_network(sys.argv[1])\n"
-        "torch.save(net(torch.load(sys.argv[2])), sys.argv[3])\n"
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            script,
-            str(checkpoint),
-            str(tmp_path / "x.pt"),
-            str(tmp_path / "y"),
-        ],
-        check=True,
-    )
-    assert torch.equal(torch.load(tmp_path / "y"), net(x))
+    assert torch.equal(outputs_in_a_fresh_process(checkpoint, x, tmp_path), net(x))
 
 
 def test_named_blocks_go_alone_without_distillation_when_asked(

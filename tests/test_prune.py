@@ -52,19 +52,21 @@ def test_pruned_checkpoint_gives_identical_predictions_in_a_fresh_process(make_c
     train(make_config, "compress.prune.start_epoch=0", output_dir=tmp_path)
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     x = torch.randn(16, 1, 8, 8)
-    torch.save(x, tmp_path / "x.pt")
-    expected = load_network(ckpt)(x)
+    assert torch.equal(outputs_in_a_fresh_process(ckpt, x, tmp_path), load_network(ckpt)(x))
+
+
+def outputs_in_a_fresh_process(checkpoint: Path, x: torch.Tensor, folder: Path) -> torch.Tensor:
+    """The outputs on ``x`` of the network of ``checkpoint`` loaded in a fresh process."""
+    torch.save(x, folder / "x.pt")
     script = (
         "import sys, torch\n"
         "from litcompress.checkpoint import load_network\n"
         "net = load_network(sys.argv[1])\n"
         "torch.save(net(torch.load(sys.argv[2])), sys.argv[3])\n"
     )
-    subprocess.run(
-        [sys.executable, "-c", script, str(ckpt), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
-        check=True,
-    )
-    assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
+    command = [sys.executable, "-c", script, str(checkpoint), str(folder / "x.pt")]
+    subprocess.run([*command, str(folder / "y.pt")], check=True)
+    return torch.load(folder / "y.pt")
 
 
 class WatchPruning(Callback):

@@ -24,13 +24,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from litcompress.errors import ConfigError
 from litcompress.models.attention import attention_modules
-from litcompress.models.utils import resolve_layers
-from litcompress.spec import Inputs, InputSpec
+from litcompress.models.utils import resolve_layers, run_with_hooks
+from litcompress.spec import Inputs
 
 
 @dataclass(frozen=True)
@@ -132,16 +131,7 @@ def check_removable(net: nn.Module, names: Sequence[str], inputs: Inputs, option
 
         return record
 
-    hooks = [m.register_forward_hook(recorder(n)) for n, m in unknown]
-    training = net.training
-    try:
-        with torch.no_grad():
-            device = next(net.parameters()).device
-            net.eval()(*InputSpec.of(inputs).example(1, device, zeros=True))
-    finally:
-        net.train(training)
-        for hook in hooks:
-            hook.remove()
+    run_with_hooks(net, inputs, {m: recorder(n) for n, m in unknown})
     for name, _ in unknown:
         first, out = shapes.get(name, (None, None))
         if first is None or first != out:
@@ -166,15 +156,7 @@ def _returns_tuple(net: nn.Module, block: nn.Module, inputs: Inputs) -> bool:
     """Whether ``block`` returns a tuple (the layers of some ``transformers`` versions do),
     found by running one example of ``net``."""
     seen: list[bool] = []
-    hook = block.register_forward_hook(lambda m, a, out: seen.append(isinstance(out, tuple)))
-    training = net.training
-    try:
-        with torch.no_grad():
-            device = next(net.parameters()).device
-            net.eval()(*InputSpec.of(inputs).example(1, device, zeros=True))
-    finally:
-        net.train(training)
-        hook.remove()
+    run_with_hooks(net, inputs, {block: lambda m, a, out: seen.append(isinstance(out, tuple))})
     return bool(seen and seen[0])
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -39,20 +39,27 @@ def find_classifier(
         )
     if inputs is not None:
         ran: list[tuple[str, nn.Module]] = []
-        hooks = [m.register_forward_hook(_recorder(ran, n)) for n, m in layers]
-        training = model.training
-        try:
-            with torch.no_grad():
-                device = next(model.parameters()).device
-                model.eval()(*InputSpec.of(inputs).example(1, device, zeros=True))
-        finally:
-            model.train(training)
-            for hook in hooks:
-                hook.remove()
+        run_with_hooks(model, inputs, {m: _recorder(ran, n) for n, m in layers})
         if ran:
             return ran[-1]
     linears = [(n, m) for n, m in layers if isinstance(m, nn.Linear)]
     return (linears or layers)[-1]
+
+
+def run_with_hooks(net: nn.Module, inputs: Inputs, hooks: dict[nn.Module, Callable]) -> None:
+    """Run one zero example of ``inputs`` through ``net`` (eval mode, no gradients) with each
+    forward hook of ``hooks`` (module -> hook) on its module; ``net``'s training mode is kept and
+    the hooks removed."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks.items()]
+    training = net.training
+    try:
+        with torch.no_grad():
+            device = next(net.parameters()).device
+            net.eval()(*InputSpec.of(inputs).example(1, device, zeros=True))
+    finally:
+        net.train(training)
+        for handle in handles:
+            handle.remove()
 
 
 def resolve_layers(net: nn.Module, names: Sequence[str], option: str) -> list[nn.Module]:
