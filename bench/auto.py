@@ -42,22 +42,25 @@ from litcompress.measure import describe_cpu, describe_versions, evaluate_cpu, m
 
 TEXT_LENGTH = 128
 QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "trainer.accelerator=cpu"]
+# The hand-written grid: channel ratio x blocks removed x int8 method, rounded to 8, distilled.
 GRIDS = {
-    # 8 points: channel ratio x depth x int8 method, rounded, distilled.
-    "resnet56": [
-        f"ratio={r} round_to=8 depth={d} distill=true quant={q} epochs={e}"
-        for r in (0.3, 0.5)
-        for d in (0.25, 0.5)
-        for q, e in (("ptq", 1), ("qat", 2))
-    ],
-    "bert_mini": [
-        f"ratio={r} round_to=8 depth={d} distill=true quant={q} epochs={e}"
-        for r in (0.25, 0.5)
-        for d in (0.0, 0.25)
-        for q, e in (("ptq", 1), ("qat", 2))
-    ],
+    "resnet56": ((0.3, 0.5), (6, 12)),  # of its 25 removable blocks
+    "bert_mini": ((0.25, 0.5), (0, 1)),  # of its 4 encoder layers
 }
-CHANNELS_ONLY = "ratio=0.5 round_to=8 depth=0 distill=true quant=none epochs=2"
+
+
+def grid(network: str, epochs: int) -> list[str]:
+    """The grid's points as ``--try`` settings; PTQ fine-tunes one epoch, QAT ``epochs``."""
+    ratios, depths = GRIDS[network]
+    return [
+        f"ratio={r} round_to=8 depth={d} distill=true quant={q} epochs={e}"
+        for r in ratios
+        for d in depths
+        for q, e in (("ptq", 1), ("qat", epochs))
+    ]
+
+
+CHANNELS_ONLY = "ratio=0.5 round_to=8 depth=0 distill=true quant=none epochs={epochs}"
 
 
 def fp32_overrides(network: str, args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -82,7 +85,7 @@ def search(checkpoint: Path, folder: Path, shared: list[str], args, *extra: str)
     record = folder / "auto.json"
     if not (folder / "bench.done").exists():
         start = time.perf_counter()
-        cli(
+        code = cli(
             [
                 "auto",
                 str(checkpoint),
@@ -95,6 +98,8 @@ def search(checkpoint: Path, folder: Path, shared: list[str], args, *extra: str)
                 *extra,
             ]
         )
+        if code not in (0, 1):  # 1: nothing within the budget, a result too
+            raise SystemExit(f"litcompress auto into {folder} failed (exit status {code})")
         print(f"[{folder.name}: {(time.perf_counter() - start) / 60:.1f} min]", flush=True)
         (folder / "bench.done").touch()
     return json.loads(record.read_text())
@@ -171,10 +176,11 @@ def bench_network(network: str, args: argparse.Namespace, work: Path) -> None:
         )
         for b in (32, 1)
     }
-    grid = [f"--try={point}" for point in GRIDS[network][: args.trials]]
-    searches["grid"] = search(checkpoint, folder / "grid", shared, args, trials, *grid)
+    points = [f"--try={point}" for point in grid(network, args.tune_epochs)[: args.trials]]
+    searches["grid"] = search(checkpoint, folder / "grid", shared, args, trials, *points)
+    channels_only = CHANNELS_ONLY.format(epochs=args.tune_epochs)
     searches["channels"] = search(
-        checkpoint, folder / "channels", shared, args, "--trials=1", f"--try={CHANNELS_ONLY}"
+        checkpoint, folder / "channels", shared, args, "--trials=1", f"--try={channels_only}"
     )
     fp32_xml = folder / "fp32.xml"
     if not fp32_xml.exists():

@@ -22,7 +22,7 @@ from tests.conftest import FAST
 SETTINGS = {
     "ratio": 0.4,
     "round_to": 8,
-    "depth": 0.25,
+    "depth": 3,
     "distill": False,
     "quant": "qat",
     "epochs": 2,
@@ -33,13 +33,13 @@ def test_a_point_of_the_search_is_a_train_py_command_line():
     assert overrides(SETTINGS) == [
         "compress=[prune,qat]",
         "compress.prune.ratio=0.4",
-        "compress.prune.depth=0.25",
+        "compress.prune.depth=3",
         "compress.prune.round_to=8",
         "compress.prune.depth_distill=false",
         "trainer.max_epochs=2",
     ]
-    assert describe(SETTINGS) == "prune 0.40/8 + depth 0.25 + qat, 2 epochs"
-    as_is = {"ratio": 0.0, "depth": 0.0, "distill": False, "quant": "ptq", "epochs": 0}
+    assert describe(SETTINGS) == "prune 0.40/8 + 3 blocks + qat, 2 epochs"
+    as_is = {"ratio": 0.0, "depth": 0, "distill": False, "quant": "ptq", "epochs": 0}
     assert overrides(as_is) == ["compress=[ptq]", "trainer.max_epochs=0"]
     distilled = {**SETTINGS, "distill": True, "quant": "none"}
     assert overrides(distilled)[0] == "compress=[prune,distill]"
@@ -49,7 +49,9 @@ def test_a_point_of_the_search_is_a_train_py_command_line():
     ("text", "message"),
     [
         ("ratio=0.9", r"ratio=0.9: must be within \[0.0, 0.8\]"),
-        ("depth=0.33", r"depth is searched in steps of 0.05"),
+        ("ratio=0.33", r"ratio is searched in steps of 0.05"),
+        ("depth=1.5", r"a whole number of blocks removed"),
+        ("depth=9", r"depth=9: must be within \[0, 4\]"),
         ("quant=int4", r"quant is one of none, ptq, qat"),
         ("width=3", r"unknown setting 'width'"),
         ("distill=maybe", r"give true or false"),
@@ -57,7 +59,7 @@ def test_a_point_of_the_search_is_a_train_py_command_line():
 )
 def test_a_bad_point_to_try_is_refused(text, message):
     with pytest.raises(ConfigError, match=message):
-        parse_point(text, Space())
+        parse_point(text, Space(max_depth=4))
 
 
 def test_options_every_trial_sets_itself_are_refused():
@@ -88,7 +90,7 @@ def test_on_a_cluster_a_trial_is_a_one_job_sweep_of_its_launcher(tmp_path):
 
 # A trial that prunes a trained ResNet-8 to nothing is over any budget; the network as it is
 # loses nothing.
-OVER = "ratio=0.8 round_to=null depth=0.75 quant=none epochs=1"
+OVER = "ratio=0.8 round_to=null depth=1 quant=none epochs=1"
 AS_IS = "ratio=0 depth=0 quant=none"
 
 

@@ -121,14 +121,20 @@ class Searched:
 def search(options: AutoOptions) -> Searched:
     """Run (or go on with) the search ``options`` ask for; see the module's description."""
     options.check()
-    space = Space(max_epochs=options.max_epochs, quant=tuple(options.quant))
-    tries = [parse_point(text, space) for text in options.tries]
+    # Checked before any work; the blocks a network can lose are known once it is read.
+    unbounded = Space(max_depth=2**31, max_epochs=options.max_epochs, quant=tuple(options.quant))
+    tries = [parse_point(text, unbounded) for text in options.tries]
     checkpoint = _float_checkpoint(options.source)
     folder = _output(options)
     record = _start_record(folder, options)
     model, data, shared = _data_and_network(checkpoint, folder, options)
-    if not _has_blocks(model):
-        space = Space(max_depth=0.0, max_epochs=options.max_epochs, quant=space.quant)
+    space = _space(model, options)
+    for text, point in zip(options.tries, tries, strict=True):
+        if point.get("depth", 0) > space.max_depth:
+            raise ConfigError(
+                f"--try {text}: {point['depth']} blocks, but a trial removes at most "
+                f"{space.max_depth} of this network's (three quarters of its removable blocks)."
+            )
     if "baseline" not in record:
         record["baseline"] = _baseline(checkpoint, data, folder, options)
         _save(record, folder)
@@ -262,10 +268,12 @@ def _data_and_network(checkpoint: Path, folder: Path, options: AutoOptions):
     return inference_network(content), data, [*shared, *options.overrides]
 
 
-def _has_blocks(net: Any) -> bool:
-    from litcompress.models.blocks import residual_blocks
+def _space(net: Any, options: AutoOptions) -> Space:
+    """The search space of ``net``: how many of its blocks a trial may remove."""
+    from litcompress.compress.depth import budget, candidates
 
-    return bool(residual_blocks(net))
+    blocks = candidates(net, [])
+    return Space.of(len(blocks), budget(net, blocks), options.max_epochs, tuple(options.quant))
 
 
 def _baseline(checkpoint: Path, data: Any, folder: Path, options: AutoOptions) -> dict[str, Any]:

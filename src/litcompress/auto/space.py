@@ -4,7 +4,7 @@ A point of the search is a :data:`Settings` mapping:
 
 * ``ratio``: share of channels (Transformers: of heads and FFN neurons) pruned, 0 for none;
 * ``round_to``: channel counts kept multiples of it (``None``: any), when channels are pruned;
-* ``depth``: share of the removable residual blocks (encoder layers) removed, 0 for none;
+* ``depth``: how many of the removable residual blocks (encoder layers) are removed, 0 for none;
 * ``distill``: fine-tune by distilling from the entering network, when something is pruned;
 * ``quant``: ``none``, ``ptq`` (int8 after fine-tuning) or ``qat`` (int8-aware fine-tuning);
 * ``epochs``: epochs of fine-tuning (0 when nothing changes the network's form, or PTQ alone).
@@ -23,7 +23,8 @@ from litcompress.errors import ConfigError
 Settings = dict[str, Any]
 QUANT = ("none", "ptq", "qat")
 ROUND_TO = (None, 8)
-STEP = 0.05  # of the ratio and the depth share
+STEP = 0.05  # of the ratio
+MAX_DEPTH_SHARE = 0.75  # the most of a network's removable blocks a trial removes
 
 
 @dataclass(frozen=True)
@@ -32,24 +33,27 @@ class Space:
 
     Attributes:
         max_ratio: the largest channel ratio tried.
-        max_depth: the largest share of removable blocks tried (0: the network has none).
+        max_depth: the most blocks removed (0: the network has none to remove).
         max_epochs: the most epochs of fine-tuning.
         quant: the int8 methods tried (``none`` among them: fp32 delivered).
     """
 
     max_ratio: float = 0.8
-    max_depth: float = 0.75
+    max_depth: int = 0
     max_epochs: int = 3
     quant: tuple[str, ...] = QUANT
+
+    @classmethod
+    def of(cls, blocks: int, budget: int, max_epochs: int, quant: tuple[str, ...]) -> Space:
+        """The space of a network with ``blocks`` removable blocks of which ``budget`` can go:
+        up to three quarters of them."""
+        most = min(budget, max(1, int(blocks * MAX_DEPTH_SHARE))) if blocks else 0
+        return cls(max_depth=most, max_epochs=max_epochs, quant=quant)
 
     def suggest(self, trial: Any) -> Settings:
         """The settings of an Optuna ``trial`` (sampled, or those enqueued for it)."""
         ratio = trial.suggest_float("ratio", 0.0, self.max_ratio, step=STEP)
-        depth = (
-            trial.suggest_float("depth", 0.0, self.max_depth, step=STEP)
-            if self.max_depth > 0
-            else 0.0
-        )
+        depth = trial.suggest_int("depth", 0, self.max_depth) if self.max_depth > 0 else 0
         prunes = ratio > 0 or depth > 0
         settings: Settings = {
             "ratio": ratio,
@@ -70,7 +74,7 @@ def overrides(settings: Settings) -> list[str]:
         techniques.append("prune")
         options += [
             f"compress.prune.ratio={settings['ratio']}",
-            f"compress.prune.depth={settings['depth'] or 'null'}",
+            f"compress.prune.depth={int(settings['depth']) or 'null'}",
             f"compress.prune.round_to={settings.get('round_to') or 'null'}",
         ]
         if settings["distill"]:
@@ -91,7 +95,7 @@ def describe(settings: Settings) -> str:
         rounding = f"/{settings['round_to']}" if settings.get("round_to") else ""
         parts.append(f"prune {settings['ratio']:.2f}{rounding}")
     if settings["depth"] > 0:
-        parts.append(f"depth {settings['depth']:.3g}")
+        parts.append(f"{settings['depth']} blocks")
     if settings["distill"]:
         parts.append("distill")
     if settings["quant"] != "none":
@@ -110,11 +114,12 @@ def parse_point(text: str, space: Space) -> Settings:
     point: Settings = {}
     for word in text.split():
         key, _, value = word.partition("=")
-        if key in ("ratio", "depth"):  # the grid Optuna samples (it resamples values off it)
-            high = space.max_ratio if key == "ratio" else space.max_depth
-            point[key] = _number(word, value, 0.0, high)
+        if key == "ratio":  # on the grid Optuna samples (it resamples values off it)
+            point[key] = _number(word, value, 0.0, space.max_ratio)
             if abs(point[key] / STEP - round(point[key] / STEP)) > 1e-6:
-                raise ConfigError(f"--try {word}: {key} is searched in steps of {STEP}.")
+                raise ConfigError(f"--try {word}: ratio is searched in steps of {STEP}.")
+        elif key == "depth":
+            point[key] = _count(word, value, space.max_depth, "blocks removed")
         elif key == "round_to":
             point[key] = None if value in ("null", "none", "") else int(_number(word, value, 1, 64))
         elif key == "distill":
@@ -124,7 +129,7 @@ def parse_point(text: str, space: Space) -> Settings:
                 raise ConfigError(f"--try {word}: quant is one of {', '.join(space.quant)}.")
             point[key] = value
         elif key == "epochs":
-            point[key] = int(_number(word, value, 0, space.max_epochs))
+            point[key] = _count(word, value, space.max_epochs, "epochs")
         else:
             raise ConfigError(
                 f"--try {word}: unknown setting {key!r}; the settings are ratio, round_to, "
@@ -141,6 +146,13 @@ def _number(word: str, value: str, low: float, high: float) -> float:
     if not low <= number <= high:
         raise ConfigError(f"--try {word}: must be within [{low}, {high}].")
     return number
+
+
+def _count(word: str, value: str, most: int, what: str) -> int:
+    number = _number(word, value, 0, most)
+    if not number.is_integer():
+        raise ConfigError(f"--try {word}: a whole number of {what}.")
+    return int(number)
 
 
 def _flag(word: str, value: str) -> bool:
