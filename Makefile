@@ -47,6 +47,7 @@ bench: install
 	$(PY) bench/sensitivity.py
 	$(PY) bench/distill.py --hard --students-only --features layer1,layer2,layer3
 	$(PY) bench/text.py
+	$(PY) bench/auto.py
 
 clean:
 	rm -rf outputs multirun site .pytest_cache .ruff_cache

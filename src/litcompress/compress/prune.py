@@ -263,7 +263,7 @@ class PruneCallback(CompressionCallback):
         hidden: bool = False,
         depth: float | None = None,
         blocks: Sequence[str] = (),
-        depth_batches: int = 8,
+        depth_batches: int = 4,
         depth_distill: bool = True,
     ) -> None:
         if not 0.0 <= ratio < 1.0:
@@ -311,7 +311,7 @@ class PruneCallback(CompressionCallback):
         if depth_batches < 1:
             raise ConfigError(
                 f"compress.prune.depth_batches={depth_batches}: the bypass cost of each block is "
-                f"measured on that many validation batches; use at least 1 (e.g. 8)."
+                f"measured on that many validation batches; use at least 1 (e.g. 4)."
             )
         self.start_epoch = start_epoch
         self.end_epoch = end_epoch
