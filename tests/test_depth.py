@@ -1,8 +1,7 @@
 """Depth pruning (compress.prune.depth / blocks): whole residual blocks go, chosen by what
 bypassing each costs on validation batches, with channel pruning or alone; the network reloads in
-a fresh process, reports what went, and fine-tunes by distilling from the deeper network.
-
-Resume after a kill and DDP are covered with channel pruning (test_resume.py, test_cli.py)."""
+a fresh process, reports what went, fine-tunes by distilling from the deeper network and resumes
+with that distillation after a kill. DDP is covered with channel pruning (test_cli.py)."""
 
 from __future__ import annotations
 
@@ -12,17 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from litcompress.checkpoint import load_network, read_checkpoint
 from litcompress.compress.depth import bypass_costs, cheapest
 from litcompress.compress.prune import REMOVE_BLOCK, replay_pruning_history
+from litcompress.errors import ConfigError
 from litcompress.models import CifarResNet, vit
 from litcompress.models.blocks import Skipped, bypassed, remove_block, residual_blocks
+from litcompress.resume import resume_techniques
 from litcompress.run import run
 from tests.conftest import FAST, compose_config, shared_run
 from tests.test_prune import outputs_in_a_fresh_process
+from tests.test_resume import assert_same_checkpoints, killed_then_resumed
 
 RESNET14 = ["model=resnet", "model.depth=14", "model.width=8"]
 
@@ -192,3 +195,44 @@ def test_named_blocks_go_alone_without_distillation_when_asked(
     net = load_network(tmp_path / "checkpoints" / "last.ckpt")
     assert isinstance(net.layer3[1], Skipped) and isinstance(net.layer1[0], Skipped)
     assert net.layer2[1].conv1.out_channels == 16  # the other blocks whole
+
+
+@pytest.mark.slow
+def test_a_run_that_removed_blocks_resumes_with_its_added_distillation_bit_for_bit(
+    trained_resnet14, make_config, tmp_path
+):
+    overrides = [
+        *FAST,
+        *RESNET14,
+        "test=false",
+        "report.enabled=false",
+        f"init_from={trained_resnet14}",
+        "compress=prune",
+        "compress.prune.ratio=0.3",
+        "compress.prune.depth=1",
+        "compress.prune.start_epoch=1",
+        "trainer.max_epochs=3",
+    ]
+    run(make_config(*overrides, output_dir=tmp_path / "straight"))
+    # Killed after the block went; resumed with nothing but ckpt_path.
+    folder, resume = killed_then_resumed(tmp_path, overrides, [(2, "SIGKILL")])
+    run(make_config(*resume, output_dir=folder))
+    straight = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    resumed = read_checkpoint(folder / "checkpoints" / "last.ckpt")
+    assert_same_checkpoints(straight, resumed)
+    record = resumed["litcompress"]
+    assert set(record["compress"]) == {"prune", "distill"} and record["compress_added"] == [
+        "distill"
+    ]
+
+
+def test_a_resume_given_the_chosen_techniques_goes_on_with_those_they_added(make_config):
+    cfg = make_config(*FAST, "compress=prune", "compress.prune.depth=1")
+    distill = {"_target_": "litcompress.compress.DistillCallback", "init_from": "${init_from}"}
+    saved = {"prune": OmegaConf.to_container(cfg.compress.prune), "distill": distill}
+    resumed = {"compress": saved, "compress_added": ["distill"]}
+    resume_techniques(cfg, resumed)
+    assert OmegaConf.to_container(cfg.compress) == saved
+    other = make_config(*FAST, "compress=prune", "compress.prune.depth=2")
+    with pytest.raises(ConfigError, match="compress.prune.depth: 1 in the checkpoint, 2 here"):
+        resume_techniques(other, resumed)

@@ -11,7 +11,7 @@ import lightning as L
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from litcompress.callbacks import EpochSeed, ReportCallback
 from litcompress.checkpoint import (
@@ -171,13 +171,37 @@ def build_compression(cfg: DictConfig) -> list[CompressionCallback]:
                 f"technique must subclass it (see docs/writing-a-technique.md)."
             )
         callbacks.append(callback)
-    chosen = {c.name for c in callbacks}
-    for callback in list(callbacks):
-        for added in callback.companions(chosen, cfg.get("init_from"), cfg.get("ckpt_path")):
-            if added.name not in chosen:
-                chosen.add(added.name)
-                callbacks.append(added)
     return sorted(callbacks, key=lambda c: c.order)
+
+
+def add_companions(cfg: DictConfig) -> list[str]:
+    """Add to ``cfg.compress`` the techniques its chosen ones ask for and it does not choose
+    (:meth:`CompressionCallback.companions`: depth pruning adds distillation from the deeper
+    network); returns their names, which the run records beside its techniques."""
+    compress = cfg.get("compress") or {}
+    added: dict[str, Any] = {}
+    for config in compress.values():
+        technique = _technique_class(config)
+        if technique is None:
+            continue
+        wanted = technique.companions(config, {*compress, *added}, cfg.get("init_from"))
+        added.update({k: v for k, v in wanted.items() if k not in compress})
+    if added:
+        with open_dict(cfg):
+            for name, config in added.items():
+                cfg.compress[name] = config
+    return list(added)
+
+
+def _technique_class(config: Any) -> type[CompressionCallback] | None:
+    """The technique class a ``compress.<name>`` config builds (``None``: not a technique; the
+    builder says so when it builds it)."""
+    target = config.get("_target_") if isinstance(config, DictConfig) else None
+    try:
+        found = get_object(target) if target else None
+    except Exception:  # an unknown target: build_compression names it
+        return None
+    return found if isinstance(found, type) and issubclass(found, CompressionCallback) else None
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:

@@ -87,8 +87,7 @@ def report_run(
         hparams=OmegaConf.to_container(cfg, resolve=True),
         step=trainer.global_step,
         model=module.model_config["_target_"],
-        # The techniques chosen, and those they added (depth pruning adds distillation).
-        compress=sorted({*(cfg.get("compress") or {}), *(c.name for c in compression if c.name)}),
+        compress=sorted((cfg.get("compress") or {}).keys()),
         epochs=trainer.current_epoch,
         delivered=delivered(trainer, output_dir, after, bool(cfg.test)),
         timing=timing,

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # Entry of a checkpoint's litcompress record: the run's compress options (unresolved).
 COMPRESS_KEY = "compress"
+# The techniques the chosen ones added (build.add_companions), recorded beside them.
+COMPANIONS_KEY = "compress_added"
 
 
 # ckpt_path=auto: resume from the run folder's last.ckpt when there is one, else start (a job that
@@ -111,13 +113,19 @@ def resume_techniques(cfg: DictConfig, resumed: dict[str, Any]) -> None:
     if saved is None:  # a checkpoint of an older litcompress: it does not say
         return
     given = compress_options(cfg)
-    if given == saved:
+    added = resumed.get(COMPANIONS_KEY) or []
+    chosen = {k: v for k, v in saved.items() if k not in added}  # as the command line chose
+    if given == saved or (given and given == chosen):
+        with open_dict(cfg):  # with the techniques the chosen ones added
+            cfg.compress = saved
         return
     if not given:
         log.info("Resuming with the run's techniques: compress=[%s]", ",".join(saved))
         with open_dict(cfg):
             cfg.compress = saved
         return
+    if set(given) == set(chosen):
+        saved = chosen  # the techniques the run added are not compared
     if set(given) != set(saved):
         asked = f"compress=[{','.join(given)}], but the run used compress=[{','.join(saved)}]"
     else:

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from litcompress.build import (
+    add_companions,
     build_compression,
     build_data,
     build_module,
@@ -48,7 +49,13 @@ from litcompress.outputs import (
 from litcompress.preflight import check_inputs, in_hydra_multirun
 from litcompress.report import report_figures
 from litcompress.resolvers import register as register_resolvers
-from litcompress.resume import COMPRESS_KEY, check_resume, compress_options, resume_techniques
+from litcompress.resume import (
+    COMPANIONS_KEY,
+    COMPRESS_KEY,
+    check_resume,
+    compress_options,
+    resume_techniques,
+)
 from litcompress.run_folder import first_process
 from litcompress.spec import RECORD_KEY as SPEC_KEY
 
@@ -66,6 +73,9 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
     resumed = check_inputs(cfg)
     if resumed is not None:
         resume_techniques(cfg, resumed)
+        added = list(resumed.get(COMPANIONS_KEY) or [])
+    else:
+        added = add_companions(cfg)  # techniques the chosen ones ask for (depth: distill)
     cluster = cluster_plugins()  # a task of a local submitit job: its processes are submitit's
     folders = output_folders(cfg)
     check_writable(folders)
@@ -87,7 +97,7 @@ def run(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> float
         inputs=data.inputs_record(),
         **{SPEC_KEY: data.input_spec.to_record()},
         data=OmegaConf.to_container(cfg.data, resolve=True),
-        **{COMPRESS_KEY: compress_options(cfg)},
+        **{COMPRESS_KEY: compress_options(cfg), COMPANIONS_KEY: added},
     )
     compression = build_compression(cfg)
     trainer, report_callback = build_trainer(cfg, compression, cluster, extra_callbacks)

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -157,13 +157,16 @@ class CompressionCallback(Callback):
         """
         return None
 
+    @classmethod
     def companions(
-        self, chosen: Collection[str], init_from: str | None, ckpt_path: str | None
-    ) -> list[CompressionCallback]:
-        """Techniques this one adds to the run when they are not ``chosen`` (the names of
-        ``compress=[...]``), for a run from ``init_from`` (resumed from ``ckpt_path``); none by
-        default. Depth pruning adds distillation from the deeper network."""
-        return []
+        cls, options: Mapping[str, Any], chosen: Collection[str], init_from: str | None
+    ) -> dict[str, dict[str, Any]]:
+        """Techniques a run with this one's ``options`` adds when they are not ``chosen`` (the
+        names of ``compress=[...]``), for a run from ``init_from``: name -> config (a
+        ``_target_`` and options; the others take the technique's defaults). None by default;
+        depth pruning adds distillation from the deeper network. Asked once, when a run starts:
+        the run records them with its techniques, so that a resumed run has them too."""
+        return {}
 
     def report_entries(self) -> dict[str, Any]:
         """Entries this technique adds to report.json (by convention under its ``name``)."""

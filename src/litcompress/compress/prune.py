@@ -27,7 +27,7 @@ import math
 import re
 import traceback
 import warnings
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -979,27 +979,34 @@ class PruneCallback(CompressionCallback):
             + (", or raise max_layer_ratio." if self.max_layer_ratio < 1 else ".")
         )
 
+    @classmethod
     def companions(
-        self, chosen: Collection[str], init_from: str | None, ckpt_path: str | None
-    ) -> list[CompressionCallback]:
+        cls, options: Mapping[str, Any], chosen: Collection[str], init_from: str | None
+    ) -> dict[str, dict[str, Any]]:
         """Distillation from the network as it entered, when blocks go from a trained network
         and ``compress=distill`` is not chosen (``depth_distill``)."""
-        if not (self.depth or self.blocks) or not self.depth_distill or "distill" in chosen:
-            return []
+        removes_blocks = options.get("depth") is not None or bool(options.get("blocks"))
+        if not removes_blocks or not options.get("depth_distill", True) or "distill" in chosen:
+            return {}
         if not init_from:
             log.info(
                 "compress.prune.depth: the network trains from scratch (no init_from), so the "
                 "fine-tuning after blocks go does not distil from a trained deeper network."
             )
-            return []
-        from litcompress.compress.distill import DistillCallback
-
+            return {}
         log.info(
             "compress.prune.depth: fine-tuning distils from the network before blocks go "
             "(compress.distill with its defaults; compress.prune.depth_distill=false to fine-tune "
             "without, or compress=[prune,distill] to set its options)."
         )
-        return [DistillCallback(init_from=init_from, ckpt_path=ckpt_path)]
+        # As conf/compress/distill.yaml sets them; the other options take their defaults.
+        return {
+            "distill": {
+                "_target_": "litcompress.compress.DistillCallback",
+                "init_from": "${init_from}",
+                "ckpt_path": "${ckpt_path}",
+            }
+        }
 
     def report_entries(self) -> dict[str, Any]:
         """What this technique adds to report.json: what was asked and what was achieved."""
