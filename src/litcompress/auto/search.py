@@ -125,16 +125,16 @@ def search(options: AutoOptions) -> Searched:
     unbounded = Space(max_depth=2**31, max_epochs=options.max_epochs, quant=tuple(options.quant))
     tries = [parse_point(text, unbounded) for text in options.tries]
     checkpoint = _float_checkpoint(options.source)
-    folder = _output(options)
-    record = _start_record(folder, options)
-    model, data, shared = _data_and_network(checkpoint, folder, options)
-    space = _space(model, options)
+    space = _space(checkpoint, options)
     for text, point in zip(options.tries, tries, strict=True):
         if point.get("depth", 0) > space.max_depth:
             raise ConfigError(
                 f"--try {text}: {point['depth']} blocks, but a trial removes at most "
                 f"{space.max_depth} of this network's (three quarters of its removable blocks)."
             )
+    folder = _output(options)
+    record = _start_record(folder, options)
+    data, shared = _data(checkpoint, folder, options)
     if "baseline" not in record:
         record["baseline"] = _baseline(checkpoint, data, folder, options)
         _save(record, folder)
@@ -243,14 +243,14 @@ def _only_lock(folder: Path) -> bool:
     return [p.name for p in folder.iterdir()] == [LOCK_FILE]
 
 
-def _data_and_network(checkpoint: Path, folder: Path, options: AutoOptions):
-    """The network as trained, its data (set up: validation and test splits), and the overrides
-    every trial shares: the checkpoint's own data config unless ``data=...`` is given."""
-    from litcompress.checkpoint import CHECKPOINT_KEY, inference_network, read_checkpoint
+def _data(checkpoint: Path, folder: Path, options: AutoOptions) -> tuple[Any, list[str]]:
+    """The data of the network as trained (set up: validation and test splits), and the
+    overrides every trial shares: the checkpoint's own data config unless ``data=...`` is
+    given."""
+    from litcompress.checkpoint import CHECKPOINT_KEY, read_checkpoint
     from litcompress.deploy.evaluate import data_config, load_data
 
-    content = read_checkpoint(checkpoint)
-    record = content[CHECKPOINT_KEY]
+    record = read_checkpoint(checkpoint)[CHECKPOINT_KEY]
     data_overrides = [o for o in options.overrides if o.lstrip("+~").startswith("data")]
     data = load_data(
         data_config(record.get("data"), data_overrides, str(checkpoint)), record.get("inputs")
@@ -265,13 +265,16 @@ def _data_and_network(checkpoint: Path, folder: Path, options: AutoOptions):
 
         OmegaConf.save(OmegaConf.create(record["data"]), group / f"{RECORDED_DATA}.yaml")
         shared += [f"hydra.searchpath=[file://{folder / 'conf'}]", f"data={RECORDED_DATA}"]
-    return inference_network(content), data, [*shared, *options.overrides]
+    return data, [*shared, *options.overrides]
 
 
-def _space(net: Any, options: AutoOptions) -> Space:
-    """The search space of ``net``: how many of its blocks a trial may remove."""
+def _space(checkpoint: Path, options: AutoOptions) -> Space:
+    """The search space of the network of ``checkpoint``: how many of its blocks a trial may
+    remove."""
+    from litcompress.checkpoint import inference_network, read_checkpoint
     from litcompress.compress.depth import budget, candidates
 
+    net = inference_network(read_checkpoint(checkpoint))
     blocks = candidates(net, [])
     return Space.of(len(blocks), budget(net, blocks), options.max_epochs, tuple(options.quant))
 
