@@ -45,6 +45,19 @@ def test_a_point_of_the_search_is_a_train_py_command_line():
     assert overrides(distilled)[0] == "compress=[prune,distill]"
 
 
+def test_a_rounded_ratio_stays_where_the_narrowest_layers_keep_round_to_channels():
+    # 16 channels keep 8 up to 0.5, 12 up to 0.3 (int(12 x 0.7) = 8), 8 channels at none.
+    assert Space.of(25, 25, 16, 2, ("qat",)).rounded_ratio == 0.5
+    assert Space.of(25, 25, 12, 2, ("qat",)).rounded_ratio == 0.3
+    assert Space.of(25, 25, 8, 2, ("qat",)).rounded_ratio == 0.0
+    space = Space.of(25, 25, 16, 2, ("qat",))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"ratio": 0.75, "round_to": 8, "depth": 3, "quant": "qat"})
+    assert space.suggest(study.ask())["ratio"] == 0.5
+    study.enqueue_trial({"ratio": 0.75, "round_to": None, "depth": 3, "quant": "qat"})
+    assert space.suggest(study.ask())["ratio"] == 0.75
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

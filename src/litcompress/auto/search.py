@@ -271,12 +271,27 @@ def _data(checkpoint: Path, folder: Path, options: AutoOptions) -> tuple[Any, li
 def _space(checkpoint: Path, options: AutoOptions) -> Space:
     """The search space of the network of ``checkpoint``: how many of its blocks a trial may
     remove."""
+    from torch import nn
+
     from litcompress.checkpoint import inference_network, read_checkpoint
     from litcompress.compress.depth import budget, candidates
+    from litcompress.models import find_classifier
 
     net = inference_network(read_checkpoint(checkpoint))
     blocks = candidates(net, [])
-    return Space.of(len(blocks), budget(net, blocks), options.max_epochs, tuple(options.quant))
+    head = find_classifier(net)[1]
+    widths = [
+        m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+        for m in net.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear) and m is not head
+    ]
+    return Space.of(
+        len(blocks),
+        budget(net, blocks),
+        min(widths, default=1),
+        options.max_epochs,
+        tuple(options.quant),
+    )
 
 
 def _baseline(checkpoint: Path, data: Any, folder: Path, options: AutoOptions) -> dict[str, Any]:

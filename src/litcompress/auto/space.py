@@ -15,6 +15,7 @@ given by hand (``--try``) names them as ``ratio=0.5 depth=0.25 quant=qat epochs=
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,22 +43,39 @@ class Space:
     max_depth: int = 0
     max_epochs: int = 3
     quant: tuple[str, ...] = QUANT
+    rounded_ratio: float = 0.8
 
     @classmethod
-    def of(cls, blocks: int, budget: int, max_epochs: int, quant: tuple[str, ...]) -> Space:
-        """The space of a network with ``blocks`` removable blocks of which ``budget`` can go:
-        up to three quarters of them."""
+    def of(
+        cls,
+        blocks: int,
+        budget: int,
+        narrowest: int,
+        max_epochs: int,
+        quant: tuple[str, ...],
+    ) -> Space:
+        """The space of a network with ``blocks`` removable blocks of which ``budget`` can go
+        (up to three quarters of them are tried), whose narrowest prunable layer has
+        ``narrowest`` channels (with ``round_to`` it must keep that many at least)."""
         most = min(budget, max(1, int(blocks * MAX_DEPTH_SHARE))) if blocks else 0
-        return cls(max_depth=most, max_epochs=max_epochs, quant=quant)
+        rounded = round(math.floor(round((1 - ROUND_TO[-1] / narrowest) / STEP, 6)) * STEP, 2)
+        return cls(
+            max_depth=most, max_epochs=max_epochs, quant=quant, rounded_ratio=max(rounded, 0.0)
+        )
 
     def suggest(self, trial: Any) -> Settings:
         """The settings of an Optuna ``trial`` (sampled, or those enqueued for it)."""
         ratio = trial.suggest_float("ratio", 0.0, self.max_ratio, step=STEP)
         depth = trial.suggest_int("depth", 0, self.max_depth) if self.max_depth > 0 else 0
         prunes = ratio > 0 or depth > 0
+        rounds = ROUND_TO if self.rounded_ratio > 0 else ROUND_TO[:1]
+        round_to = trial.suggest_categorical("round_to", rounds) if ratio > 0 else None
+        if round_to and ratio > self.rounded_ratio:
+            # The narrowest layers keep round_to channels: above, the run would refuse.
+            ratio = self.rounded_ratio
         settings: Settings = {
             "ratio": ratio,
-            "round_to": trial.suggest_categorical("round_to", ROUND_TO) if ratio > 0 else None,
+            "round_to": round_to,
             "depth": depth,
             "distill": trial.suggest_categorical("distill", (False, True)) if prunes else False,
             "quant": trial.suggest_categorical("quant", self.quant),
