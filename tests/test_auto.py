@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from litcompress.auto.search import AutoOptions
+from litcompress.auto.search import WARM_START, AutoOptions, _study
 from litcompress.auto.space import Space, describe, overrides, parse_point
 from litcompress.auto.trial import Launch, check_overrides
 from litcompress.cli import main as cli_main
@@ -56,6 +56,21 @@ def test_a_rounded_ratio_stays_where_the_narrowest_layers_keep_round_to_channels
     assert space.suggest(study.ask())["ratio"] == 0.5
     study.enqueue_trial({"ratio": 0.75, "round_to": None, "depth": 3, "quant": "qat"})
     assert space.suggest(study.ask())["ratio"] == 0.75
+
+
+def test_a_new_search_tries_int8_of_the_network_as_trained_after_the_given_points(tmp_path):
+    given = parse_point("ratio=0.5 quant=none epochs=1", Space())
+    record: dict = {}
+    study = _study(tmp_path, AutoOptions("x", quant=("none", "ptq")), [given], record)
+    waiting = [t.system_attrs["fixed_params"] for t in study.trials]
+    assert waiting == [given, WARM_START] and record["tried"] == waiting
+    # Going on with it: nothing enqueued again.
+    again = _study(tmp_path, AutoOptions("x", quant=("none", "ptq")), [given], record)
+    assert len(again.trials) == 2
+    # Without PTQ among the methods, no such point.
+    other = tmp_path / "other"
+    other.mkdir()
+    assert _study(other, AutoOptions("x", quant=("none",)), [], {}).trials == []
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 RECORD = "auto.json"
 STUDY = "study.db"
 RECORDED_DATA = "auto_recorded"  # conf/data/<this>.yaml in the output: the checkpoint's data
+# The point a new search tries after those given with --try: int8 of the network as trained.
+WARM_START = {"ratio": 0.0, "depth": 0, "quant": "ptq"}
 REFUSED_PENALTY = 10.0  # a refused trial's value: this many times the entering network's latency
 
 
@@ -353,6 +355,10 @@ def _study(folder: Path, options: AutoOptions, tries: list[Settings], record: di
         study.tell(trial.number, state=TrialState.FAIL)
         log.warning("Trial %d was running when the search stopped: counted as failed", trial.number)
     enqueued = record.setdefault("tried", [])
+    if not study.trials and "ptq" in options.quant and WARM_START not in tries:
+        # First, the cheapest candidate: int8 of the network as trained, no fine-tuning (what
+        # post-training quantization tools deliver); the sampler then knows one point early.
+        tries = [*tries, WARM_START]
     for point in tries:
         if point not in enqueued:
             with warnings.catch_warnings():  # Optuna 2.10 calls enqueue_trial experimental

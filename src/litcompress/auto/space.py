@@ -113,7 +113,8 @@ def describe(settings: Settings) -> str:
         rounding = f"/{settings['round_to']}" if settings.get("round_to") else ""
         parts.append(f"prune {settings['ratio']:.2f}{rounding}")
     if settings["depth"] > 0:
-        parts.append(f"{settings['depth']} blocks")
+        count = settings["depth"]
+        parts.append(f"{count} block{'s' if count != 1 else ''}")
     if settings["distill"]:
         parts.append("distill")
     if settings["quant"] != "none":
