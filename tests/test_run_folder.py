@@ -85,8 +85,16 @@ def test_two_runs_started_at_once_with_the_default_folder_get_one_folder_each(tm
     results = start_together([tiny(4), tiny(6)], tmp_path)
     assert [code for code, _ in results] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
     folders = sorted((tmp_path / "outputs" / "runs").iterdir())
-    assert len(folders) == 2 and folders[1].name == f"{folders[0].name}_1"  # the same second
+    assert_one_folder_each(folders)
     assert sorted(width_of_run(folder) for folder in folders) == [4, 6]
+
+
+def assert_one_folder_each(folders: list[Path]) -> None:
+    """Two folders of the default time-stamped name: in the same second the second one is
+    <time>_1; across a second boundary (a busy machine) each has its own time."""
+    assert len(folders) == 2
+    first, second = (folder.name for folder in folders)
+    assert second == f"{first}_1" or (second > first and not second.startswith(first))
 
 
 @pytest.mark.slow
@@ -106,11 +114,7 @@ def test_two_sweeps_started_at_once_get_one_sweep_folder_each(tmp_path):
     results = start_together([["-m", *tiny(w)] for w in (4, 6)], tmp_path)
     assert [code for code, _ in results] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
     sweeps = sorted((tmp_path / "outputs" / "multirun").iterdir())
-    assert len(sweeps) == 2
-    # Started in the same second, the second sweep gets <time>_1; across a second boundary
-    # (a busy machine) each gets its own time.
-    first, second = (sweep.name for sweep in sweeps)
-    assert second == f"{first}_1" or (second > first and not second.startswith(first))
+    assert_one_folder_each(sweeps)
     for sweep in sweeps:
         assert [p.name for p in sweep.iterdir() if p.name.isdigit()] == ["0"]  # its one job
         assert len(list(sweep.rglob("summary.csv"))) == 1
