@@ -126,8 +126,8 @@ def search(options: AutoOptions) -> Searched:
     # Checked before any work; the blocks a network can lose are known once it is read.
     unbounded = Space(max_depth=2**31, max_epochs=options.max_epochs, quant=tuple(options.quant))
     tries = [parse_point(text, unbounded) for text in options.tries]
-    checkpoint = _float_checkpoint(options.source)
-    space = _space(checkpoint, options)
+    checkpoint, content = _float_checkpoint(options.source)
+    space = _space(content, options)
     for text, point in zip(options.tries, tries, strict=True):
         if point.get("depth", 0) > space.max_depth:
             raise ConfigError(
@@ -136,7 +136,7 @@ def search(options: AutoOptions) -> Searched:
             )
     folder = _output(options)
     record = _start_record(folder, options)
-    data, shared = _data(checkpoint, folder, options)
+    data, shared = _data(checkpoint, content, folder, options)
     if "baseline" not in record:
         record["baseline"] = _baseline(checkpoint, data, folder, options)
         _save(record, folder)
@@ -178,7 +178,8 @@ def search(options: AutoOptions) -> Searched:
 
 
 # -- setting up -----------------------------------------------------------------------------------
-def _float_checkpoint(source: str) -> Path:
+def _float_checkpoint(source: str) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint of the float network ``source`` names, and its content (read once)."""
     from litcompress.checkpoint import CHECKPOINT_KEY, read_checkpoint
     from litcompress.deploy.export import resolve_source
 
@@ -188,12 +189,13 @@ def _float_checkpoint(source: str) -> Path:
             f"{source} is an int8 model without its float network: give the checkpoint of the "
             f"trained network (outputs/runs/<run>/checkpoints/*.ckpt) or its run folder."
         )
-    if read_checkpoint(found.checkpoint)[CHECKPOINT_KEY].get("quantization"):
+    content = read_checkpoint(found.checkpoint)
+    if content[CHECKPOINT_KEY].get("quantization"):
         raise ConfigError(
             f"{found.checkpoint} is fake-quantized (compress=qat): start from the float network, "
             f"e.g. the checkpoint of the run it started from."
         )
-    return Path(found.checkpoint).resolve()
+    return Path(found.checkpoint).resolve(), content
 
 
 def _output(options: AutoOptions) -> Path:
@@ -245,14 +247,16 @@ def _only_lock(folder: Path) -> bool:
     return [p.name for p in folder.iterdir()] == [LOCK_FILE]
 
 
-def _data(checkpoint: Path, folder: Path, options: AutoOptions) -> tuple[Any, list[str]]:
+def _data(
+    checkpoint: Path, content: dict[str, Any], folder: Path, options: AutoOptions
+) -> tuple[Any, list[str]]:
     """The data of the network as trained (set up: validation and test splits), and the
     overrides every trial shares: the checkpoint's own data config unless ``data=...`` is
     given."""
-    from litcompress.checkpoint import CHECKPOINT_KEY, read_checkpoint
+    from litcompress.checkpoint import CHECKPOINT_KEY
     from litcompress.deploy.evaluate import data_config, load_data
 
-    record = read_checkpoint(checkpoint)[CHECKPOINT_KEY]
+    record = content[CHECKPOINT_KEY]
     data_overrides = [o for o in options.overrides if o.lstrip("+~").startswith("data")]
     data = load_data(
         data_config(record.get("data"), data_overrides, str(checkpoint)), record.get("inputs")
@@ -270,16 +274,16 @@ def _data(checkpoint: Path, folder: Path, options: AutoOptions) -> tuple[Any, li
     return data, [*shared, *options.overrides]
 
 
-def _space(checkpoint: Path, options: AutoOptions) -> Space:
-    """The search space of the network of ``checkpoint``: how many of its blocks a trial may
-    remove."""
+def _space(content: dict[str, Any], options: AutoOptions) -> Space:
+    """The search space of the network of a checkpoint's ``content``: how many of its blocks a
+    trial may remove, how far a rounded ratio may go."""
     from torch import nn
 
-    from litcompress.checkpoint import inference_network, read_checkpoint
+    from litcompress.checkpoint import inference_network
     from litcompress.compress.depth import budget, candidates
     from litcompress.models import find_classifier
 
-    net = inference_network(read_checkpoint(checkpoint))
+    net = inference_network(content)
     blocks = candidates(net, [])
     head = find_classifier(net)[1]
     widths = [
@@ -400,7 +404,8 @@ class _Objective:
             report = outcome.report()
             if report is None:
                 return self._failed(trial, f"no report.json in {outcome.run_dir}")
-            runtime = load_artifact(outcome.artifact(report))
+            artifact = outcome.artifact(report)
+            runtime = load_artifact(artifact)
             val_acc, latency = _measure(runtime, self.data, self.options)
         except (ConfigError, OSError, RuntimeError) as error:
             return self._failed(trial, f"its model could not be measured: {error}")
@@ -410,7 +415,7 @@ class _Objective:
         trial.set_user_attr("drop", drop)
         trial.set_user_attr("latency_ms", latency)
         trial.set_user_attr("feasible", feasible)
-        trial.set_user_attr("artifact", str(outcome.artifact(report).relative_to(self.folder)))
+        trial.set_user_attr("artifact", str(artifact.relative_to(self.folder)))
         if feasible:
             return latency
         # Slower than the entering network, the more the further over budget.

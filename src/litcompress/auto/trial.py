@@ -9,6 +9,7 @@ entry names (exported and timed there by the run itself, ``report.runtime``).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -118,8 +119,6 @@ class Outcome:
     refused: bool = False
 
     def report(self) -> dict[str, Any] | None:
-        import json
-
         path = self.run_dir / "report.json"
         return json.loads(path.read_text()) if path.is_file() else None
 

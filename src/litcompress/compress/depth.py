@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from litcompress.errors import ConfigError
-from litcompress.models.blocks import Block, Skipped, bypassed, residual_blocks, stack_of
+from litcompress.models.blocks import Block, Skipped, bypassed, residual_blocks, stacks_of
 
 Batch = tuple[torch.Tensor, ...]  # (*inputs, targets)
 
@@ -48,9 +48,9 @@ def _layers_left(net: nn.Module, stack: str) -> int:
 
 def budget(net: nn.Module, blocks: Sequence[Block]) -> int:
     """How many of ``blocks`` can go: all, but one layer of each Transformer stack they empty."""
-    names = [b.name for b in blocks]
-    stacks = {stack_of(net, n) for n in names} - {None}
-    full = [s for s in stacks if sum(stack_of(net, n) == s for n in names) >= _layers_left(net, s)]
+    of = stacks_of(net, [b.name for b in blocks])
+    stacks = set(of.values()) - {None}
+    full = [s for s in stacks if list(of.values()).count(s) >= _layers_left(net, s)]
     return len(blocks) - len(full)
 
 
@@ -115,10 +115,11 @@ def cheapest(net: nn.Module, costs: dict[str, float], count: int) -> list[str]:
     one layer."""
     left: dict[str, int] = {}
     chosen = []
+    of = stacks_of(net, list(costs))
     for name in sorted(costs, key=lambda n: costs[n]):
         if len(chosen) == count:
             break
-        stack = stack_of(net, name)
+        stack = of[name]
         if stack is not None:
             left.setdefault(stack, _layers_left(net, stack))
             if left[stack] <= 1:

@@ -105,8 +105,15 @@ def residual_blocks(net: nn.Module) -> list[Block]:
 
 def stack_of(net: nn.Module, name: str) -> str | None:
     """The name of the Transformer layer stack that holds block ``name`` (``None``: none)."""
-    parent = name.rpartition(".")[0]
-    return parent if parent in dict(_layer_stacks(net)) else None
+    return stacks_of(net, [name])[name]
+
+
+def stacks_of(net: nn.Module, names: Sequence[str]) -> dict[str, str | None]:
+    """Block name -> the Transformer layer stack that holds it (``None``: none), for ``names``
+    (the stacks are found once)."""
+    stacks = dict(_layer_stacks(net))
+    parents = {name: name.rpartition(".")[0] for name in names}
+    return {name: parent if parent in stacks else None for name, parent in parents.items()}
 
 
 def check_removable(net: nn.Module, names: Sequence[str], inputs: Inputs, option: str) -> None:
