@@ -33,6 +33,8 @@ RESNET8 = [*FAST, "model=resnet", "model.depth=8", "report.enabled=false"]
             ["report.runtime=openvino", "report.enabled=false"],
             r"report.runtime=openvino times the delivered model .* report.enabled=false",
         ),
+        (["report.time_torch=false"], r"report.time_torch=false with report.runtime=torch would"),
+        (["report.time_torch=maybe"], r"report.time_torch='maybe' must be true or false"),
         # Settings that would never take effect in the run asked for (trainer=debug: 2 epochs).
         (
             ["compress=qat", "compress.qat.start_epoch=0", "compress.qat.freeze_bn_epoch=2"],

@@ -79,6 +79,37 @@ def test_a_trained_checkpoint_becomes_int8_without_training(make_config, tmp_pat
     assert ranges.min > 0 and ranges.num >= 9  # one per quantized activation
 
 
+def test_an_int8_model_timed_only_in_its_runtime_is_not_timed_in_torch(
+    make_config, tmp_path, trained_resnet8, capsys
+):
+    run(
+        make_config(
+            *FAST,
+            f"init_from={trained_resnet8}",
+            "compress=ptq",
+            "compress.ptq.calibration_batches=2",
+            "trainer.max_epochs=0",
+            "test=false",
+            "report.runtime=onnxruntime",
+            "report.time_torch=false",
+            output_dir=tmp_path,
+        )
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    after, before = report["after"], report["before"]
+    # The int8 model: measured (size, MACs) but neither compiled nor timed in torch.
+    assert after["int8_artifact"] == "model_int8.pt2" and after["macs"] == before["macs"]
+    assert after["latency_ms_b1"] is None and after["latency_ms_b32"] is None
+    assert "fp32_compiled_latency_ms_b32" not in after and report["speedup_b32"] is None
+    # Its ONNX Runtime export is timed, against the entering network timed in torch.
+    runtime, exported = report["runtime"], report["export"]["onnx"]
+    assert runtime["name"] == "onnxruntime" and runtime["precision"] == "int8"
+    assert runtime["latency_ms_b32"] == exported["latency_ms_b32"] > 0
+    assert runtime["speedup_b1"] == before["latency_ms_b1"] / runtime["latency_ms_b1"]
+    assert exported["fastest_b32"] == "onnx"
+    assert "timed in onnxruntime only (report.time_torch=false" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -116,6 +116,7 @@ def deliver(
             evaluate=test_acc is not None,
             measure=cfg.report.enabled,
             min_run_time_s=cfg.report.min_run_time_s,
+            time_torch=cfg.report.get("time_torch", True),
         )
         if after is not None:
             after.extra["trained_test_acc"] = test_acc  # before conversion (e.g. fake-quantized)
@@ -138,11 +139,17 @@ def time_before_and_after(
     side now (one time window: the speed-up does not depend on when each was measured).
 
     The entering network is rebuilt in its form (latency does not depend on the weights' values).
-    A technique whose delivered statistics carry no runnable model keeps its own latencies.
+    A technique whose delivered statistics carry no runnable model keeps its own latencies; with
+    ``report.time_torch=false`` the delivered model is not timed in torch (its runtime's export
+    is) and the entering network is timed alone.
     """
-    log.info("Timing the network that entered the run beside the delivered one")
+    time_torch = cfg.report.get("time_torch", True)
+    log.info(
+        "Timing the network that entered the run%s",
+        " beside the delivered one" if time_torch else " (the delivered one: in its runtime)",
+    )
     before_net = rebuild_network(module.model_config, before_form).eval()
-    if after.model is not None:
+    if after.model is not None and time_torch:
         return time_side_by_side(before, after, before_net, inputs, cfg.report.min_run_time_s)
     for batch in (1, 32):
         latency = measure_latency_ms(before_net, inputs, batch, cfg.report.min_run_time_s)

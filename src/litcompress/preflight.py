@@ -66,6 +66,18 @@ def check_inputs(cfg: DictConfig) -> dict[str, Any] | None:
             f"report.runtime={runtime} times the delivered model in {runtime} for the report, but "
             f"report.enabled=false: enable the report, or set report.runtime=torch."
         )
+    time_torch = cfg.report.get("time_torch", True)
+    if not isinstance(time_torch, bool):
+        raise ConfigError(
+            f"report.time_torch={time_torch!r} must be true or false (whether the delivered model "
+            f"is also timed in torch)."
+        )
+    if not time_torch and runtime == "torch":
+        raise ConfigError(
+            "report.time_torch=false with report.runtime=torch would time no delivered model: "
+            "set report.runtime=onnxruntime or openvino (timed there only), or keep "
+            "report.time_torch=true."
+        )
     if cfg.ckpt_path and cfg.init_from:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} (resume) and init_from={cfg.init_from} (new run from "

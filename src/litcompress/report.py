@@ -50,8 +50,8 @@ def build_report(
         "version": REPORT_VERSION,
         "before": before.to_dict(),
         "after": after.to_dict(),
-        "speedup_b32": before.latency_ms_b32 / after.latency_ms_b32,
-        "speedup_b1": before.latency_ms_b1 / after.latency_ms_b1,
+        # None when the delivered model was not timed in torch (report.time_torch=false).
+        **{f"speedup_b{b}": _ratio(before, after, f"latency_ms_b{b}") for b in (32, 1)},
         "measured_on": {
             "device": "cpu",
             "threads": torch.get_num_threads(),
@@ -65,6 +65,11 @@ def build_report(
     }
 
 
+def _ratio(before: ModelStats, after: ModelStats, key: str) -> float | None:
+    numerator, denominator = getattr(before, key), getattr(after, key)
+    return numerator / denominator if numerator and denominator else None
+
+
 def report_figures(report: dict[str, Any]) -> dict[str, float]:
     """The report's numbers as flat ``report/<stage>_<key>`` figures (plus the speed-ups)."""
     figures = {
@@ -73,8 +78,9 @@ def report_figures(report: dict[str, Any]) -> dict[str, float]:
         for key, value in report[stage].items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
-    figures["report/speedup_b32"] = report["speedup_b32"]
-    figures["report/speedup_b1"] = report["speedup_b1"]
+    figures.update(
+        {f"report/{key}": report[key] for key in ("speedup_b32", "speedup_b1") if report[key]}
+    )
     # Without a runtime entry the delivered model runs in torch: the after figures.
     runtime = report.get("runtime") or {
         "latency_ms_b1": report["after"].get("latency_ms_b1"),
@@ -177,14 +183,25 @@ def report_markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table (the TensorBoard text summary)."""
     lines = ["| metric | before | after | after/before |", "|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in report_rows(report)]
-    lines.append(
-        f"\nspeed-up at batch 32: **{report['speedup_b32']:.2f}x**, at batch 1: "
-        f"{report['speedup_b1']:.2f}x (CPU, {report['measured_on']['threads']} threads)"
-    )
+    lines.append(f"\n{speedup_line(report, bold=True)}")
     lines += [f"\n{line}" for line in technique_lines(report)]
     lines += [f"\n**Note:** {note}" for note in report["after"].get("notes", [])]
     lines += [f"\n{line}" for line in export_lines(report)]
     return "\n".join(lines)
+
+
+def speedup_line(report: dict[str, Any], bold: bool = False) -> str:
+    """The torch speed-ups of the report, or why there are none."""
+    threads = report["measured_on"]["threads"]
+    if not report["speedup_b32"]:
+        runtime = (report.get("runtime") or {}).get("name", "torch")
+        return (
+            f"the delivered model was timed in {runtime} only (report.time_torch=false; "
+            f"CPU, {threads} threads)"
+        )
+    b32 = f"**{report['speedup_b32']:.2f}x**" if bold else f"{report['speedup_b32']:.2f}x"
+    b1 = f"{report['speedup_b1']:.2f}x"
+    return f"speed-up at batch 32: {b32}, at batch 1: {b1} (CPU, {threads} threads)"
 
 
 def technique_lines(report: dict[str, Any]) -> list[str]:
@@ -246,10 +263,7 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
-    console.print(
-        f"speed-up at batch 32: {report['speedup_b32']:.2f}x, at batch 1: "
-        f"{report['speedup_b1']:.2f}x (CPU, {report['measured_on']['threads']} threads)"
-    )
+    console.print(speedup_line(report))
     for line in technique_lines(report):
         console.print(line)
     for note in report["after"].get("notes", []):

@@ -262,6 +262,8 @@ def _data(
         data_config(record.get("data"), data_overrides, str(checkpoint)), record.get("inputs")
     )
     shared = [f"init_from={checkpoint}", f"report.runtime={options.runtime}", "test=false"]
+    if options.runtime != "torch":  # the search ranks by the runtime: torch timing is overhead
+        shared.append("report.time_torch=false")
     if not any(o.startswith("data=") for o in options.overrides):
         if record.get("data") is None:
             raise ConfigError(f"{checkpoint} does not record its data: give it, e.g. data=shapes.")

@@ -29,6 +29,7 @@ OWN_OPTIONS = (
     "ckpt_path",
     "report.runtime",
     "report.enabled",
+    "report.time_torch",
     "test",
     "hydra.run",
     "hydra.sweep",

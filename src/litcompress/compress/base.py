@@ -149,11 +149,14 @@ class CompressionCallback(Callback):
         evaluate: bool,
         measure: bool,
         min_run_time_s: float = 1.0,
+        time_torch: bool = True,
     ) -> ModelStats | None:
         """Turn the trained network into what is deployed, if this technique makes another one.
 
         Returns the deployed model's statistics (the report's ``after`` entry), or ``None`` when
-        the trained network itself is what is deployed (the default).
+        the trained network itself is what is deployed (the default). ``measure``: measure it at
+        all (the report is on); ``time_torch``: time it in torch too (``report.time_torch``;
+        without it its latencies stay ``None``).
         """
         return None
 

@@ -110,6 +110,7 @@ class PTQCallback(CompressionCallback):
         evaluate: bool,
         measure: bool,
         min_run_time_s: float = 1.0,
+        time_torch: bool = True,
     ) -> ModelStats | None:
         """Calibrate, convert, save and measure the int8 model of the trained network."""
         twin = cpu_twin(module.net, module.model_config, module.form)
@@ -141,6 +142,7 @@ class PTQCallback(CompressionCallback):
             measure,
             min_run_time_s,
             method="ptq",
+            time_torch=time_torch,
         )
 
     def report_entries(self) -> dict[str, Any]:

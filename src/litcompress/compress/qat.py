@@ -222,6 +222,7 @@ class QATCallback(CompressionCallback):
         evaluate: bool,
         measure: bool,
         min_run_time_s: float = 1.0,
+        time_torch: bool = True,
     ) -> ModelStats | None:
         """Convert the trained network to int8, save it in ``output_dir``, and measure it.
 
@@ -245,6 +246,7 @@ class QATCallback(CompressionCallback):
             evaluate=evaluate,
             measure=measure,
             min_run_time_s=min_run_time_s,
+            time_torch=time_torch,
         )
 
     def report_entries(self) -> dict[str, Any]:

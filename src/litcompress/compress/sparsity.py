@@ -501,6 +501,7 @@ class SparsityCallback(CompressionCallback):
         evaluate: bool,
         measure: bool,
         min_run_time_s: float = 1.0,
+        time_torch: bool = True,
     ) -> ModelStats | None:
         """Make the masks permanent (plain weights with zeros) and record what was achieved; the
         network is then measured and delivered like any other."""

@@ -133,6 +133,7 @@ def deploy_int8(
     evaluate: bool,
     measure: bool,
     min_run_time_s: float = 1.0,
+    time_torch: bool = True,
 ) -> ModelStats | None:
     """Convert ``module``'s fake-quantized network to int8, save it, reload it and measure it.
 
@@ -147,6 +148,8 @@ def deploy_int8(
         evaluate: measure the int8 model's test accuracy (on the CPU).
         measure: measure size and speed; return the report's ``after`` entry.
         min_run_time_s: timing budget per batch size.
+        time_torch: time it in torch (compiled by inductor, ~15 s per batch size), beside the
+            float network compiled; without it only its size and MACs are measured.
 
     Returns:
         the int8 model's statistics, or ``None`` when not ``measure``.
@@ -157,7 +160,16 @@ def deploy_int8(
     int8 = convert(twin)
     float_form = {k: v for k, v in module.form.items() if k != quantization_key}
     return deliver_int8(
-        int8, module, data, output_dir, backend, float_form, evaluate, measure, min_run_time_s
+        int8,
+        module,
+        data,
+        output_dir,
+        backend,
+        float_form,
+        evaluate,
+        measure,
+        min_run_time_s,
+        time_torch=time_torch,
     )
 
 
@@ -202,6 +214,7 @@ def deliver_int8(
     measure: bool,
     min_run_time_s: float = 1.0,
     method: str = "qat",
+    time_torch: bool = True,
 ) -> ModelStats | None:
     """Save the int8 model ``int8`` of ``module``'s network, reload it and measure it.
 
@@ -248,30 +261,31 @@ def deliver_int8(
     if not measure:
         return None
     float_net = rebuild_network(module.model_config, float_form).eval()
-    enable_int8_kernels()
-    fp32_compiled = torch.compile(float_net, dynamic=False)
     stats = ModelStats(
         test_acc=test_acc,
         params=count_params(float_net),
         macs=count_macs(float_net, inputs),
         file_bytes=path.stat().st_size,
-        latency_ms_b1=measure_latency_ms(deployed, inputs, 1, min_run_time_s),
-        latency_ms_b32=measure_latency_ms(deployed, inputs, 32, min_run_time_s),
+        latency_ms_b1=None,  # timed below, or not in torch (report.time_torch=false)
+        latency_ms_b32=None,
         extra={
             "int8_backend": backend,
             "int8_artifact": path.name,
             # The artifact also holds the program; these are its tensors alone.
             "int8_weights_bytes": state_dict_bytes(int8),
             "fp32_file_bytes": state_dict_bytes(float_net),
-            "fp32_compiled_latency_ms_b1": measure_latency_ms(
-                fp32_compiled, inputs, 1, min_run_time_s
-            ),
-            "fp32_compiled_latency_ms_b32": measure_latency_ms(
-                fp32_compiled, inputs, 32, min_run_time_s
-            ),
         },
     )
-    stats.model = deployed  # timed again beside the network that entered the run
+    if time_torch:
+        enable_int8_kernels()
+        fp32_compiled = torch.compile(float_net, dynamic=False)
+        for batch in (1, 32):
+            latency = measure_latency_ms(deployed, inputs, batch, min_run_time_s)
+            setattr(stats, f"latency_ms_b{batch}", latency)
+            stats.extra[f"fp32_compiled_latency_ms_b{batch}"] = measure_latency_ms(
+                fp32_compiled, inputs, batch, min_run_time_s
+            )
+        stats.model = deployed  # timed again beside the network that entered the run
     notes = int8_notes(stats)
     for note in notes:
         log.warning("%s", note)
@@ -283,8 +297,8 @@ def deliver_int8(
 def int8_notes(stats: ModelStats) -> list[str]:
     """What a user must know when the int8 model is no gain: slower or larger than fp32."""
     notes = []
-    fp32_ms = stats.extra["fp32_compiled_latency_ms_b32"]
-    if stats.latency_ms_b32 > fp32_ms:
+    fp32_ms = stats.extra.get("fp32_compiled_latency_ms_b32")
+    if fp32_ms is not None and stats.latency_ms_b32 > fp32_ms:
         vnni = "" if cpu_has_vnni() else " This CPU has no VNNI int8 instructions."
         notes.append(
             f"The int8 model is slower than the same network in fp32 compiled at batch 32 "
