@@ -11,7 +11,15 @@ from pathlib import Path
 import optuna
 import pytest
 
-from litcompress.auto.search import WARM_START, AutoOptions, _study
+from litcompress.auto.search import (
+    MAX_REPEATS,
+    WARM_START,
+    AutoOptions,
+    _distinct,
+    _Objective,
+    _optimize,
+    _study,
+)
 from litcompress.auto.space import Space, describe, overrides, parse_point
 from litcompress.auto.trial import Launch, check_overrides
 from litcompress.cli import main as cli_main
@@ -71,6 +79,38 @@ def test_a_new_search_tries_int8_of_the_network_as_trained_after_the_given_point
     other = tmp_path / "other"
     other.mkdir()
     assert _study(other, AutoOptions("x", quant=("none",)), [], {}).trials == []
+
+
+class RefusingLaunch:
+    """Trials whose run refuses its settings at once (exit status 2), counted."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.runs = folder, []
+
+    def run(self, overrides: list[str], folder: Path, log: Path):
+        self.runs.append(overrides)
+        outcome = {"run_dir": folder, "wall_s": 0.1, "refused": True, "error": "refused"}
+        return type("Outcome", (), outcome)()
+
+
+def test_settings_tried_before_are_not_run_again_and_do_not_count(tmp_path, caplog):
+    # Two settings in all (no pruning to sample: int8 after PTQ, or fp32 as it is).
+    space = Space(max_ratio=0.0, quant=("none", "ptq"))
+    options = AutoOptions("x", trials=5, quant=("none", "ptq"))
+    study = _study(tmp_path, options, [], {})
+    launch = RefusingLaunch(tmp_path)
+    objective = _Objective(space, launch, tmp_path, None, {"latency_ms": 1.0}, options)
+    _optimize(study, objective, left=5, timeout_min=None)
+    assert sorted(launch.runs) == [
+        ["compress=[ptq]", "trainer.max_epochs=0"],
+        ["compress=none", "trainer.max_epochs=0"],
+    ]
+    ran = _distinct(study.trials)
+    assert len(ran) == 2 and all("same_as" in t.user_attrs for t in study.trials[-MAX_REPEATS:])
+    repeats = [t for t in study.trials if t not in ran]
+    assert {t.user_attrs["same_as"] for t in repeats} <= {t.number for t in ran}
+    assert all(t.value == study.trials[t.user_attrs["same_as"]].value for t in repeats)
+    assert "proposed only settings already tried, 20 times in a row" in caplog.text
 
 
 @pytest.mark.parametrize(

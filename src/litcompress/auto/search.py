@@ -41,6 +41,8 @@ STUDY = "study.db"
 RECORDED_DATA = "auto_recorded"  # conf/data/<this>.yaml in the output: the checkpoint's data
 # The point a new search tries after those given with --try: int8 of the network as trained.
 WARM_START = {"ratio": 0.0, "depth": 0, "quant": "ptq"}
+# Sampled settings already tried are not run again; this many in a row end the search.
+MAX_REPEATS = 20
 REFUSED_PENALTY = 10.0  # a refused trial's value: this many times the entering network's latency
 
 
@@ -158,23 +160,52 @@ def search(options: AutoOptions) -> Searched:
         options.trial_timeout_min * 60 if options.trial_timeout_min else None,
     )
     objective = _Objective(space, launch, folder, data, baseline, options)
-    done = len([t for t in study.trials if t.state.is_finished()])
+    done = len(_distinct(study.trials))
     left = max(0, options.trials - done)
     if left:
         log.info("Searching: %d trials to run (%d done before), results in %s", left, done, folder)
     interrupted = False
     try:
-        study.optimize(
-            objective,
-            n_trials=left,
-            timeout=options.timeout_min * 60 if options.timeout_min else None,
-            catch=(TrialFailed,),
-            callbacks=[objective.progress],
-        )
+        _optimize(study, objective, left, options.timeout_min)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("Interrupted: the summary shows what finished; the same command goes on.")
     return _finish(study, folder, record, options, data, interrupted)
+
+
+def _optimize(study: Any, objective: _Objective, left: int, timeout_min: float | None) -> None:
+    """Run ``left`` new trials (or until ``timeout_min``): settings the sampler proposes again
+    are not run again and do not count, up to MAX_REPEATS in a row (then the space is spent)."""
+    deadline = time.monotonic() + timeout_min * 60 if timeout_min else None
+    new = repeats = 0
+    while new < left:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return
+        study.optimize(
+            objective,
+            n_trials=1,
+            timeout=remaining,
+            catch=(TrialFailed,),
+            callbacks=[objective.progress],
+        )
+        if "same_as" not in study.trials[-1].user_attrs:
+            new, repeats = new + 1, 0
+            continue
+        repeats += 1
+        if repeats >= MAX_REPEATS:
+            log.warning(
+                "The sampler proposed only settings already tried, %d times in a row: the "
+                "search stops after %d new trials (the space is small: widen it, e.g. --epochs).",
+                repeats,
+                new,
+            )
+            return
+
+
+def _distinct(trials: list[Any]) -> list[Any]:
+    """The trials that ran (or failed), not the repeats of earlier settings."""
+    return [t for t in trials if t.state.is_finished() and "same_as" not in t.user_attrs]
 
 
 # -- setting up -----------------------------------------------------------------------------------
@@ -346,9 +377,17 @@ def _study(folder: Path, options: AutoOptions, tries: list[Settings], record: di
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(
-        seed=options.seed, n_startup_trials=max(1, min(8, options.trials // 3))
-    )
+    new_study = not (folder / STUDY).exists()
+    enqueued = record.setdefault("tried", [])
+    if new_study and "ptq" in options.quant and WARM_START not in tries:
+        # First, the cheapest candidate: int8 of the network as trained, no fine-tuning (what
+        # post-training quantization tools deliver); the sampler then knows one point early.
+        tries = [*tries, WARM_START]
+    given = len(enqueued) + len([point for point in tries if point not in enqueued])
+    # Random points after the given ones, before TPE models the results: with fewer, TPE
+    # proposes the given points again (a lone good point is all it knows).
+    random_points = max(2, min(8, options.trials // 3))
+    sampler = optuna.samplers.TPESampler(seed=options.seed, n_startup_trials=given + random_points)
     study = optuna.create_study(
         storage=f"sqlite:///{folder / STUDY}",
         study_name="litcompress_auto",
@@ -360,11 +399,6 @@ def _study(folder: Path, options: AutoOptions, tries: list[Settings], record: di
         # Its process was killed with the search: it counts as failed.
         study.tell(trial.number, state=TrialState.FAIL)
         log.warning("Trial %d was running when the search stopped: counted as failed", trial.number)
-    enqueued = record.setdefault("tried", [])
-    if not study.trials and "ptq" in options.quant and WARM_START not in tries:
-        # First, the cheapest candidate: int8 of the network as trained, no fine-tuning (what
-        # post-training quantization tools deliver); the sampler then knows one point early.
-        tries = [*tries, WARM_START]
     for point in tries:
         if point not in enqueued:
             with warnings.catch_warnings():  # Optuna 2.10 calls enqueue_trial experimental
@@ -389,6 +423,16 @@ class _Objective:
 
         settings = self.space.suggest(trial)
         trial.set_user_attr("settings", settings)
+        earlier = _same_settings(trial.study, settings)
+        if earlier is not None:  # a seeded run of the same settings: nothing new to learn
+            trial.set_user_attr("same_as", earlier.number)
+            log.info(
+                "Trial %d: %s again (trial %d): not run again",
+                trial.number,
+                describe(settings),
+                earlier.number,
+            )
+            return earlier.value
         folder = self.folder / "trials" / f"{trial.number:03d}"
         log.info("Trial %d: %s", trial.number, describe(settings))
         outcome = self.launch.run(overrides(settings), folder, folder.with_suffix(".log"))
@@ -432,7 +476,9 @@ class _Objective:
     def progress(self, study: Any, trial: Any) -> None:
         """One line per finished trial: what it gave, and the best so far."""
         attrs = trial.user_attrs
-        done = len([t for t in study.trials if t.state.is_finished()])
+        if "same_as" in attrs:
+            return
+        done = len(_distinct(study.trials))
         head = f"Trial {trial.number} ({done}/{self.options.trials} done)"
         if "latency_ms" in attrs:
             verdict = "within the budget" if attrs["feasible"] else "OVER the budget"
@@ -459,6 +505,16 @@ class _Objective:
             )
 
 
+def _same_settings(study: Any, settings: Settings) -> Any | None:
+    """The trial that measured ``settings`` already (``None``: none did)."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "same_as" not in trial.user_attrs and trial.user_attrs.get("settings") == settings:
+            return trial
+    return None
+
+
 def _best(trials: list[Any]) -> Any | None:
     """The fastest feasible trial (``None``: none)."""
     feasible = [t for t in trials if t.user_attrs.get("feasible")]
@@ -470,7 +526,7 @@ def _finish(study, folder, record, options, data, interrupted) -> Searched:
     from litcompress.auto.summary import trade_off_figure, write_tables
     from litcompress.deploy.runtimes import load_artifact
 
-    trials = study.trials
+    trials = _distinct(study.trials)
     rows = [_row(t, record["baseline"]) for t in trials]
     best = _best(trials)
     record.update(
