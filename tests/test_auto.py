@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 from litcompress.auto.search import (
+    BASELINE,
     MAX_REPEATS,
     WARM_START,
     AutoOptions,
@@ -94,22 +95,26 @@ class RefusingLaunch:
 
 
 def test_settings_tried_before_are_not_run_again_and_do_not_count(tmp_path, caplog):
-    # Two settings in all (no pruning to sample: int8 after PTQ, or fp32 as it is).
-    space = Space(max_ratio=0.0, quant=("none", "ptq"))
-    options = AutoOptions("x", trials=5, quant=("none", "ptq"))
+    # Three settings in all (nothing to prune): int8 by PTQ, by QAT, and fp32 as it is, which
+    # the search measured first (its baseline).
+    space = Space(max_ratio=0.0, max_epochs=1)
+    options = AutoOptions("x", trials=5)
     study = _study(tmp_path, options, [], {})
     launch = RefusingLaunch(tmp_path)
     objective = _Objective(space, launch, tmp_path, None, {"latency_ms": 1.0}, options)
     _optimize(study, objective, left=5, timeout_min=None)
-    assert sorted(launch.runs) == [
+    ptq, qat = (
         ["compress=[ptq]", "trainer.max_epochs=0"],
-        ["compress=none", "trainer.max_epochs=0"],
-    ]
+        ["compress=[qat]", "trainer.max_epochs=1"],
+    )
+    assert sorted(launch.runs) == [ptq, qat]
     ran = _distinct(study.trials)
     assert len(ran) == 2 and all("same_as" in t.user_attrs for t in study.trials[-MAX_REPEATS:])
     repeats = [t for t in study.trials if t not in ran]
-    assert {t.user_attrs["same_as"] for t in repeats} <= {t.number for t in ran}
-    assert all(t.value == study.trials[t.user_attrs["same_as"]].value for t in repeats)
+    assert {t.user_attrs["same_as"] for t in repeats} == {t.number for t in ran} | {BASELINE}
+    for t in repeats:
+        same_as = t.user_attrs["same_as"]
+        assert t.value == (1.0 if same_as == BASELINE else study.trials[same_as].value)
     assert "proposed only settings already tried, 20 times in a row" in caplog.text
 
 

@@ -28,7 +28,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from litcompress.auto.space import QUANT, Settings, Space, describe, overrides, parse_point
+from litcompress.auto.space import (
+    QUANT,
+    Settings,
+    Space,
+    changes_nothing,
+    describe,
+    overrides,
+    parse_point,
+)
 from litcompress.auto.trial import CLUSTERS, Launch, check_overrides
 from litcompress.deploy.formats import check_runtime
 from litcompress.errors import ConfigError
@@ -43,6 +51,7 @@ RECORDED_DATA = "auto_recorded"  # conf/data/<this>.yaml in the output: the chec
 WARM_START = {"ratio": 0.0, "depth": 0, "quant": "ptq"}
 # Sampled settings already tried are not run again; this many in a row end the search.
 MAX_REPEATS = 20
+BASELINE = "baseline"  # what a sampled "as it is" repeats
 REFUSED_PENALTY = 10.0  # a refused trial's value: this many times the entering network's latency
 
 
@@ -423,16 +432,15 @@ class _Objective:
 
         settings = self.space.suggest(trial)
         trial.set_user_attr("settings", settings)
-        earlier = _same_settings(trial.study, settings)
-        if earlier is not None:  # a seeded run of the same settings: nothing new to learn
-            trial.set_user_attr("same_as", earlier.number)
+        repeated = self._repeated(trial, settings)
+        if repeated is not None:  # a seeded run of the same settings: nothing new to learn
+            same_as, value = repeated
+            trial.set_user_attr("same_as", same_as)
+            what = "the network as trained" if same_as == BASELINE else f"trial {same_as}"
             log.info(
-                "Trial %d: %s again (trial %d): not run again",
-                trial.number,
-                describe(settings),
-                earlier.number,
+                "Trial %d: %s again (%s): not run again", trial.number, describe(settings), what
             )
-            return earlier.value
+            return value
         folder = self.folder / "trials" / f"{trial.number:03d}"
         log.info("Trial %d: %s", trial.number, describe(settings))
         outcome = self.launch.run(overrides(settings), folder, folder.with_suffix(".log"))
@@ -467,6 +475,17 @@ class _Objective:
         # Slower than the entering network, the more the further over budget.
         excess = (drop - self.options.max_drop) * 100
         return max(latency, self.baseline["latency_ms"]) * (1 + excess)
+
+    def _repeated(self, trial: Any, settings: Settings) -> tuple[int | str, float] | None:
+        """What measured ``settings`` already: an earlier trial (its number and value), or the
+        search itself when the sampler proposes the network as it is (measured first, as the
+        baseline; given with ``--try``, it runs); ``None``: nothing did."""
+        earlier = _same_settings(trial.study, settings)
+        if earlier is not None:
+            return earlier.number, earlier.value
+        if changes_nothing(settings) and "fixed_params" not in trial.system_attrs:
+            return BASELINE, self.baseline["latency_ms"]
+        return None
 
     def _failed(self, trial: Any, error: str) -> float:
         trial.set_user_attr("error", error)

@@ -85,6 +85,11 @@ class Space:
         return settings
 
 
+def changes_nothing(settings: Settings) -> bool:
+    """Whether ``settings`` deliver the network as it is (nothing pruned, fp32)."""
+    return settings["ratio"] == 0 and settings["depth"] == 0 and settings["quant"] == "none"
+
+
 def overrides(settings: Settings) -> list[str]:
     """The ``train.py`` overrides of ``settings`` (the run starts from the trained network)."""
     techniques, options = [], []
