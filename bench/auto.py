@@ -19,7 +19,11 @@ batch 1 and 32, against torch eager fp32 (the checkpoint) and OpenVINO fp32. NNC
 dependency only: ``pip install -e '.[bench]'``. Trials fine-tune on ``--tune-images`` training
 images of ``shapes`` (its validation and test splits do not depend on it).
 
-    python bench/auto.py --work-dir outputs/bench_auto                   # the docs tables
+    # the docs tables
+    python bench/auto.py --networks bert_mini --trials 4 --tune-epochs 1 \
+        --work-dir outputs/bench_auto
+    python bench/auto.py --networks resnet56 --trials 6 --tune-epochs 3 --tune-images 10000 \
+        --work-dir outputs/bench_auto
     python bench/auto.py --networks resnet56 --trials 4 --epochs 3       # a quick check
 """
 
