@@ -35,6 +35,15 @@ RESNET8 = [*FAST, "model=resnet", "model.depth=8", "report.enabled=false"]
         ),
         (["report.time_torch=false"], r"report.time_torch=false with report.runtime=torch would"),
         (["report.time_torch=maybe"], r"report.time_torch='maybe' must be true or false"),
+        (
+            [
+                "report.runtime=openvino",
+                "report.time_torch=false",
+                "optimized_metric=report/after_latency_ms_b32",
+            ],
+            r"optimized_metric=report/after_latency_ms_b32 times the delivered model in torch, "
+            r"but report.time_torch=false: optimize report/runtime_latency_ms_b32",
+        ),
         # Settings that would never take effect in the run asked for (trainer=debug: 2 epochs).
         (
             ["compress=qat", "compress.qat.start_epoch=0", "compress.qat.freeze_bn_epoch=2"],

@@ -57,7 +57,9 @@ def check_inputs(cfg: DictConfig) -> dict[str, Any] | None:
             f"report.min_run_time_s={min_run_time!r} must be a positive number of seconds (how "
             f"long each latency is measured, e.g. 1.0); to measure nothing, report.enabled=false."
         )
-    check_optimized_metric(cfg.optimized_metric, cfg.report.enabled)
+    check_optimized_metric(
+        cfg.optimized_metric, cfg.report.enabled, cfg.report.get("time_torch", True)
+    )
     check_formats(cfg.get("export") or [], "export")
     runtime = cfg.report.get("runtime", "torch")
     check_runtime(runtime)
@@ -101,7 +103,14 @@ def check_optimizer(optim: DictConfig | None) -> None:
             raise ConfigError(f"optim.{key}={value} must be {need}.")
 
 
-def check_optimized_metric(names: Any, report_enabled: bool) -> None:
+# Report figures of the delivered model timed in torch: none with report.time_torch=false.
+TORCH_TIMED = tuple(
+    f"report/{name}"
+    for name in ("after_latency_ms_b1", "after_latency_ms_b32", "speedup_b1", "speedup_b32")
+)
+
+
+def check_optimized_metric(names: Any, report_enabled: bool, time_torch: bool = True) -> None:
     """Refuse report figures as sweep objectives that this run cannot produce, before training."""
     for name in metric_names(names):
         if not str(name).startswith("report/"):
@@ -115,6 +124,13 @@ def check_optimized_metric(names: Any, report_enabled: bool) -> None:
             raise ConfigError(
                 f"optimized_metric={name} is a report figure, but report.enabled=false: enable the "
                 f"report, or optimize a logged metric such as val/acc_best."
+            )
+        if not time_torch and name in TORCH_TIMED:
+            runtime_name = name.replace("after_", "").replace("report/", "report/runtime_")
+            raise ConfigError(
+                f"optimized_metric={name} times the delivered model in torch, but "
+                f"report.time_torch=false: optimize {runtime_name} (timed in report.runtime), "
+                f"or set report.time_torch=true."
             )
 
 
