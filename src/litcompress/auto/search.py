@@ -392,7 +392,11 @@ def _study(folder: Path, options: AutoOptions, tries: list[Settings], record: di
         # First, the cheapest candidate: int8 of the network as trained, no fine-tuning (what
         # post-training quantization tools deliver); the sampler then knows one point early.
         tries = [*tries, WARM_START]
-    given = len(enqueued) + len([point for point in tries if point not in enqueued])
+    fresh: list[Settings] = []  # not enqueued before (nor twice)
+    for point in tries:
+        if point not in enqueued and point not in fresh:
+            fresh.append(point)
+    given = len(enqueued) + len(fresh)
     # Random points after the given ones, before TPE models the results: with fewer, TPE
     # proposes the given points again (a lone good point is all it knows).
     random_points = max(2, min(8, options.trials // 3))
@@ -408,12 +412,11 @@ def _study(folder: Path, options: AutoOptions, tries: list[Settings], record: di
         # Its process was killed with the search: it counts as failed.
         study.tell(trial.number, state=TrialState.FAIL)
         log.warning("Trial %d was running when the search stopped: counted as failed", trial.number)
-    for point in tries:
-        if point not in enqueued:
-            with warnings.catch_warnings():  # Optuna 2.10 calls enqueue_trial experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.enqueue_trial(point)
-            enqueued.append(point)
+    for point in fresh:
+        with warnings.catch_warnings():  # Optuna 2.10 calls enqueue_trial experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.enqueue_trial(point)
+        enqueued.append(point)
     _save(record, folder)
     return study
 
